@@ -1,0 +1,242 @@
+"""The catalogue of source objects (`files`): what each object is, as far as its footer and
+timestamp column tell, and where its lifecycle stands."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from psycopg import sql
+
+from .index import IndexDb
+from .objects import ObjectInfo, ObjectStore
+from .readers import TS_TYPE, BadObjectError, _to_ts, columns_for, read_footer
+from .registry import FeatureTable, Registry
+from .sqlfiles import template
+
+
+def partitions_end(now: datetime) -> datetime:
+    """End of the last daily partition: with end_offset=1, today's partition exists."""
+    return datetime.combine(now.astimezone(UTC).date() + timedelta(days=1), time(), tzinfo=UTC)
+
+
+def partitions_begin(start: date) -> datetime:
+    return datetime.combine(start, time(), tzinfo=UTC)
+
+
+@dataclass
+class FileFacts:
+    row_count: int | None = None
+    min_ts: datetime | None = None
+    max_ts: datetime | None = None
+    rows_before_start: int = 0
+    rows_after_end: int = 0
+    has_statistics: bool = True
+    error: str | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "row_count": self.row_count,
+            "min_ts": self.min_ts,
+            "max_ts": self.max_ts,
+            "rows_before_start": self.rows_before_start,
+            "rows_after_end": self.rows_after_end,
+            "has_statistics": self.has_statistics,
+            "status": "failed" if self.error else "pending",
+            "error": self.error,
+        }
+
+
+def outside_counts(ts: pa.ChunkedArray, begin: datetime, end: datetime) -> tuple[int, int]:
+    """Rows before the first partition and after the last one."""
+    before = pc.sum(pc.less(ts, pa.scalar(begin, TS_TYPE))).as_py() or 0
+    after = pc.sum(pc.greater_equal(ts, pa.scalar(end, TS_TYPE))).as_py() or 0
+    return before, after
+
+
+def describe(
+    store: ObjectStore, obj: ObjectInfo, ft: FeatureTable, begin: datetime, end: datetime
+) -> FileFacts:
+    """Footer facts of one object for one feature table. Reads the timestamp column only when
+    statistics are missing or rows fall outside the partitions (to count them exactly)."""
+    try:
+        pf = store.open_parquet(obj.bucket, obj.key, obj.size)
+        footer = read_footer(pf, ft)
+        facts = FileFacts(row_count=footer.num_rows, has_statistics=footer.has_statistics)
+        if footer.num_rows == 0:
+            return facts
+        if footer.has_statistics:
+            facts.min_ts, facts.max_ts = footer.min_ts, footer.max_ts
+            if facts.min_ts >= begin and facts.max_ts < end:
+                return facts
+        column = columns_for(ft)["event_timestamp"]
+        ts = _to_ts(pf.read(columns=[column]).column(0))
+        if ts.null_count:
+            raise BadObjectError(f"timestamp column {column!r} has {ts.null_count} null value(s)")
+        facts.min_ts, facts.max_ts = (v.as_py() for v in pc.min_max(ts).values())
+        facts.rows_before_start, facts.rows_after_end = outside_counts(ts, begin, end)
+        return facts
+    except BadObjectError as e:
+        return FileFacts(error=str(e))
+    except (pa.ArrowInvalid, OSError) as e:
+        if _is_missing(e):
+            raise
+        return FileFacts(error=f"not a readable parquet file: {e}")
+
+
+def _is_missing(e: Exception) -> bool:
+    # A vanished object or an unreachable endpoint is not a fact about the file.
+    text = str(e)
+    return "NoSuchKey" in text or "Path does not exist" in text or "Couldn't connect" in text
+
+
+@dataclass
+class CatalogChanges:
+    new: list[int] = field(default_factory=list)
+    changed: list[int] = field(default_factory=list)
+    deleted: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.new) + len(self.changed) + len(self.deleted)
+
+
+class Catalog:
+    def __init__(self, db: IndexDb) -> None:
+        self.db = db
+
+    def _t(self, name: str) -> sql.Composed:
+        return template("catalog", name, schema=sql.Identifier(self.db.schema))
+
+    def record(
+        self, obj: ObjectInfo, ft: FeatureTable, facts: FileFacts, changes: CatalogChanges
+    ) -> None:
+        params = {
+            "bucket": obj.bucket,
+            "key": obj.key,
+            "feature_table": ft.name,
+            "etag": obj.etag,
+            "size": obj.size,
+            "last_modified": obj.last_modified,
+            **facts.params(),
+        }
+        with self.db.connect() as conn:
+            row = conn.execute(self._t("insert_file"), params).fetchone()
+        if row is None:
+            return
+        (changes.new if row["generation"] == 1 else changes.changed).append(row["id"])
+        if facts.error:
+            changes.failed.append(row["id"])
+
+    def refresh(
+        self,
+        store: ObjectStore,
+        registry: Registry,
+        tables: Iterable[FeatureTable],
+        now: datetime,
+    ) -> CatalogChanges:
+        """List every prefix of `tables` and bring the catalogue in line: new and changed
+        objects get their footer facts, vanished ones are marked deleted."""
+        tables = list(tables)
+        begin, end = partitions_begin(registry.partitions_start), partitions_end(now)
+        with self.db.connect() as conn:
+            known = {
+                (r["bucket"], r["key"], r["feature_table"]): r
+                for r in conn.execute(
+                    self._t("files_of_tables"), {"tables": [t.name for t in tables]}
+                )
+            }
+        changes = CatalogChanges()
+        seen: set[tuple[str, str, str]] = set()
+        sub = Registry(registry.bucket, registry.partitions_start, {t.name: t for t in tables})
+        for bucket, prefix in sub.prefixes():
+            for page in store.list_objects(bucket, prefix):
+                for obj in page:
+                    for ft in sub.tables_for(obj.bucket, obj.key):
+                        ident = (obj.bucket, obj.key, ft.name)
+                        seen.add(ident)
+                        row = known.get(ident)
+                        if row and row["etag"] == obj.etag and row["status"] != "deleted":
+                            continue
+                        self.record(obj, ft, describe(store, obj, ft, begin, end), changes)
+        gone = [
+            r["id"] for ident, r in known.items() if ident not in seen and r["status"] != "deleted"
+        ]
+        if gone:
+            with self.db.connect() as conn:
+                conn.execute(self._t("mark_deleted"), {"ids": gone})
+            changes.deleted.extend(gone)
+        return changes
+
+    def files_for_day(self, tables: list[str], day: date) -> list[dict]:
+        start = datetime.combine(day, time(), tzinfo=UTC)
+        with self.db.connect() as conn:
+            return list(
+                conn.execute(
+                    self._t("files_for_day"),
+                    {"tables": tables, "day_start": start, "day_end": start + timedelta(days=1)},
+                )
+            )
+
+    def files_by_id(self, ids: list[int]) -> list[dict]:
+        with self.db.connect() as conn:
+            return list(conn.execute(self._t("files_by_id"), {"ids": ids}))
+
+    def mark_failed(self, file: dict, error: str) -> None:
+        with self.db.connect() as conn:
+            conn.execute(
+                self._t("mark_failed"),
+                {"id": file["id"], "generation": file["generation"], "error": error},
+            )
+
+    def mark_validated(self, file: dict, facts: FileFacts) -> None:
+        with self.db.connect() as conn:
+            conn.execute(
+                self._t("mark_validated"),
+                {
+                    "id": file["id"],
+                    "generation": file["generation"],
+                    "row_count": facts.row_count,
+                    "min_ts": facts.min_ts,
+                    "max_ts": facts.max_ts,
+                    "rows_before_start": facts.rows_before_start,
+                    "rows_after_end": facts.rows_after_end,
+                },
+            )
+
+    def mark_indexed(self, conn, ids: list[int]) -> None:
+        conn.execute(self._t("mark_indexed"), {"ids": ids})
+
+    def failed_files(self, tables: list[str]) -> list[dict]:
+        with self.db.connect() as conn:
+            return list(conn.execute(self._t("failed_files"), {"tables": tables}))
+
+    def start_job(self, ft: FeatureTable, path: str, run_id: str | None, partition: str) -> int:
+        with self.db.connect() as conn:
+            return conn.execute(
+                self._t("start_job"),
+                {
+                    "entity_names": ft.join_keys,
+                    "feature_table": ft.name,
+                    "path": path,
+                    "run_id": run_id,
+                    "partition": partition,
+                },
+            ).fetchone()["id"]
+
+    def end_job(self, job_id: int, ok: bool, msg: str, row_count: int | None) -> None:
+        with self.db.connect() as conn:
+            conn.execute(
+                self._t("end_job"),
+                {
+                    "id": job_id,
+                    "status": "success" if ok else "failed",
+                    "status_msg": msg,
+                    "row_count": row_count,
+                },
+            )

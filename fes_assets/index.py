@@ -1,0 +1,371 @@
+"""The PostgreSQL index: schema, catalogue rows, day replacement and latest maintenance."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+import psycopg
+import pyarrow as pa
+from psycopg import sql
+from psycopg.rows import dict_row
+from sqlalchemy.engine import make_url
+
+from . import pgcopy
+from .registry import NAME_RE, VALUE_TYPES, Registry
+from .sqlfiles import template
+
+SCHEMA_VERSION = 1
+DEFAULT_SCHEMA = "entity_lookup"
+
+
+class IndexSchemaError(RuntimeError):
+    """The index in the database cannot be used with this registry or release."""
+
+
+def conninfo(url: str) -> str:
+    """libpq connection string from a SQLAlchemy URL (`postgresql+psycopg://…`)."""
+    u = make_url(url)
+    params = {k: v for k, v in u.query.items() if isinstance(v, str)}
+    if u.host:
+        params.setdefault("host", u.host)
+    if u.port:
+        params["port"] = str(u.port)
+    if u.username:
+        params["user"] = u.username
+    if u.password is not None:
+        params["password"] = u.password
+    if u.database:
+        params["dbname"] = u.database
+    return psycopg.conninfo.make_conninfo(**params)
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, time(), tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class EntityNames:
+    """Every identifier belonging to one entity key."""
+
+    schema: str
+    key: str
+    join_keys: list[str]
+    types: dict[str, str]
+
+    def ident(self, name: str) -> sql.Identifier:
+        return sql.Identifier(name)
+
+    @property
+    def entity_view(self) -> str:
+        return f"entity_{self.key}"
+
+    @property
+    def latest_view(self) -> str:
+        return f"latest_{self.key}"
+
+    @property
+    def rows(self) -> str:
+        return f"_e_{self.key}"
+
+    @property
+    def latest_table(self) -> str:
+        return f"_l_{self.key}"
+
+    @property
+    def changes(self) -> str:
+        return f"_c_{self.key}"
+
+    def partition(self, day: date) -> str:
+        return f"_e_{self.key}_{day:%Y%m%d}"
+
+    def parts(self, **extra: sql.Composable) -> dict[str, sql.Composable]:
+        ids = [sql.Identifier(k) for k in self.join_keys]
+
+        def qualified(alias: str) -> sql.Composable:
+            return sql.SQL(", ").join(sql.Identifier(alias, k) for k in self.join_keys)
+
+        def equal(a: str, b: str) -> sql.Composable:
+            return sql.SQL(" AND ").join(
+                sql.SQL("{} = {}").format(sql.Identifier(a, k), sql.Identifier(b, k))
+                for k in self.join_keys
+            )
+
+        return {
+            "schema": sql.Identifier(self.schema),
+            "rows": sql.Identifier(self.rows),
+            "latest_table": sql.Identifier(self.latest_table),
+            "changes": sql.Identifier(self.changes),
+            "entity_view": sql.Identifier(self.entity_view),
+            "latest_view": sql.Identifier(self.latest_view),
+            "rows_time_index": sql.Identifier(f"{self.rows}_time"),
+            "rows_id_index": sql.Identifier(f"{self.rows}_ids"),
+            "id_columns": sql.SQL(", ").join(
+                sql.SQL("{} {} NOT NULL").format(
+                    sql.Identifier(k), sql.SQL(VALUE_TYPES[self.types[k]])
+                )
+                for k in self.join_keys
+            ),
+            "id_list": sql.SQL(", ").join(ids),
+            "r_ids": qualified("r"),
+            "l_eq_c": equal("l", "c"),
+            "r_eq_c": equal("r", "c"),
+            **extra,
+        }
+
+
+class IndexDb:
+    """One index schema in one database. Connections are short-lived and per operation."""
+
+    def __init__(self, url: str, schema: str = DEFAULT_SCHEMA) -> None:
+        if not NAME_RE.match(schema):
+            raise IndexSchemaError(f"schema name {schema!r} must match {NAME_RE.pattern}")
+        self.url = url
+        self.schema = schema
+        self._conninfo = conninfo(url)
+
+    def __repr__(self) -> str:  # the URL may hold a password
+        return f"IndexDb(schema={self.schema!r})"
+
+    @contextmanager
+    def connect(self) -> Iterator[psycopg.Connection]:
+        with psycopg.connect(self._conninfo, row_factory=dict_row, connect_timeout=10) as conn:
+            yield conn
+
+    def names(self, registry: Registry, key: str) -> EntityNames:
+        types = registry.entity_types(key)
+        return EntityNames(self.schema, key, sorted(types), types)
+
+    def _s(self, file: str, name: str, **parts: sql.Composable) -> sql.Composed:
+        return template(file, name, schema=sql.Identifier(self.schema), **parts)
+
+    # --- schema -------------------------------------------------------------------------
+
+    def ensure_schema(self, registry: Registry) -> dict[str, int]:
+        """Create what is missing, check the stored version and entity types, and register
+        feature tables. Returns feature-table name -> id."""
+        with self.connect() as conn, conn.transaction():
+            # Serialise concurrent first runs creating the same objects.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_id("schema"),))
+            for name in (
+                "create_schema",
+                "create_meta",
+                "create_feature_tables",
+                "create_files",
+                "create_jobs",
+            ):
+                conn.execute(self._s("schema", name))
+            self._check_meta(conn, registry)
+            for key in registry.by_entity_key():
+                n = self.names(registry, key)
+                for name in ("create_rows", "create_latest", "create_changes", "create_views"):
+                    conn.execute(template("entity", name, **n.parts()))
+            return self._register_tables(conn, registry)
+
+    def _check_meta(self, conn: psycopg.Connection, registry: Registry) -> None:
+        meta = {
+            r["key"]: r["value"]
+            for r in conn.execute(
+                sql.SQL("SELECT key, value FROM {}.meta").format(sql.Identifier(self.schema))
+            )
+        }
+        version = meta.get("schema_version")
+        if version is not None and version > SCHEMA_VERSION:
+            raise IndexSchemaError(
+                f"the index in schema {self.schema!r} has version {version}, newer than this "
+                f"release supports ({SCHEMA_VERSION}); upgrade fes_assets"
+            )
+        stored: dict[str, dict[str, str]] = meta.get("entity_keys", {})
+        for key, fts in registry.by_entity_key().items():
+            want = dict(sorted(fts[0].entities.items()))
+            have = stored.get(key)
+            if have is not None and have != want:
+                raise IndexSchemaError(
+                    f"entity key {key!r}: the index stores {have} but the registry says {want} "
+                    f"(feature table {fts[0].name!r}); rebuild it with "
+                    f"`fes reset-entity {key}`, then backfill its partitions"
+                )
+            stored[key] = want
+        upsert = sql.SQL(
+            "INSERT INTO {}.meta (key, value) VALUES (%s, %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        ).format(sql.Identifier(self.schema))
+        conn.execute(upsert, ("schema_version", json.dumps(SCHEMA_VERSION)))
+        conn.execute(upsert, ("entity_keys", json.dumps(stored)))
+
+    def _register_tables(self, conn: psycopg.Connection, registry: Registry) -> dict[str, int]:
+        s = sql.Identifier(self.schema)
+        for ft in registry.feature_tables.values():
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {}.feature_tables (name, entity_key) VALUES (%s, %s) "
+                    "ON CONFLICT (name) DO UPDATE SET removed_at = NULL, "
+                    "entity_key = excluded.entity_key"
+                ).format(s),
+                (ft.name, ft.entity_key),
+            )
+        conn.execute(
+            sql.SQL(
+                "UPDATE {}.feature_tables SET removed_at = now() "
+                "WHERE removed_at IS NULL AND NOT (name = ANY(%s))"
+            ).format(s),
+            (list(registry.feature_tables),),
+        )
+        rows = conn.execute(sql.SQL("SELECT id, name FROM {}.feature_tables").format(s))
+        return {r["name"]: r["id"] for r in rows}
+
+    def _lock_id(self, what: str) -> int:
+        # Advisory locks take integers: a stable hash of schema and purpose (signed 32 bit).
+        return zlib.crc32(f"fes:{self.schema}:{what}".encode()) - 2**31
+
+    # --- days -----------------------------------------------------------------------------
+
+    def ensure_partition(self, names: EntityNames, day: date) -> None:
+        start, end = day_bounds(day)
+        with self.connect() as conn:
+            conn.execute(
+                template(
+                    "entity",
+                    "create_day_partition",
+                    **names.parts(
+                        partition=sql.Identifier(names.partition(day)),
+                        day_start=sql.Literal(start),
+                        day_end=sql.Literal(end),
+                    ),
+                )
+            )
+
+    @contextmanager
+    def day_transaction(self, names: EntityNames, day: date) -> Iterator[psycopg.Connection]:
+        """A transaction holding the day's lock (ascending order: one day at a time) and a
+        shared hold on the entity key's latest gate."""
+        with self.connect() as conn, conn.transaction():
+            conn.execute(
+                "SELECT pg_advisory_xact_lock_shared(%s)", (self._lock_id(f"latest:{names.key}"),)
+            )
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(%s, %s)",
+                (self._lock_id(f"day:{names.key}"), day.toordinal()),
+            )
+            yield conn
+
+    def replace_day(
+        self,
+        conn: psycopg.Connection,
+        names: EntityNames,
+        day: date,
+        rows: pa.Table,
+        *,
+        feature_table_ids: Sequence[int] | None = None,
+        file_ids: Sequence[int] | None = None,
+    ) -> int:
+        """Within `conn`'s day transaction: remove the day's rows of `feature_table_ids`
+        (a rebuild) or of `file_ids` (a change list), load `rows`, and record every id
+        touched for latest. `rows` has the join keys, feature_table_id, event_timestamp,
+        created_timestamp and file_id columns."""
+        parts = names.parts(partition=sql.Identifier(names.partition(day)))
+        if feature_table_ids is not None:
+            params = {"feature_table_ids": list(feature_table_ids)}
+            conn.execute(template("entity", "record_day_changes", **parts), params)
+            others = conn.execute(
+                template("entity", "count_other_tables", **parts), params
+            ).fetchone()
+            if next(iter(others.values())):
+                conn.execute(template("entity", "delete_day_tables", **parts), params)
+            else:
+                conn.execute(template("entity", "truncate_day", **parts))
+        if file_ids:
+            params = {"file_ids": list(file_ids)}
+            conn.execute(template("entity", "record_file_changes", **parts), params)
+            conn.execute(template("entity", "delete_day_files", **parts), params)
+        if rows.num_rows:
+            ordered = rows.sort_by(
+                [("feature_table_id", "ascending"), ("event_timestamp", "ascending")]
+            )
+            ordered = ordered.select(
+                [
+                    *names.join_keys,
+                    "feature_table_id",
+                    "event_timestamp",
+                    "created_timestamp",
+                    "file_id",
+                ]
+            )
+            with conn.cursor().copy(template("entity", "copy_day", **parts)) as copy:
+                copy.write(pgcopy.encode(ordered))
+            new_files = sorted(set(rows.column("file_id").to_pylist()))
+            conn.execute(
+                template("entity", "record_file_changes", **parts), {"file_ids": new_files}
+            )
+        return rows.num_rows
+
+    # --- latest ---------------------------------------------------------------------------
+
+    def catch_up_latest(self, names: EntityNames) -> dict[str, int]:
+        """Recompute latest for every id changed since the last catch-up."""
+        parts = names.parts()
+        with self.connect() as conn, conn.transaction():
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(%s)", (self._lock_id(f"latest:{names.key}"),)
+            )
+            row = conn.execute(
+                sql.SQL("SELECT max(seq) AS m FROM {}.{}").format(
+                    sql.Identifier(self.schema), sql.Identifier(names.changes)
+                )
+            ).fetchone()
+            max_seq = row["m"]
+            if max_seq is None:
+                return {"changed_ids": 0, "latest_rows_written": 0}
+            p = {"max_seq": max_seq}
+            conn.execute(template("entity", "latest_collect", **parts), p)
+            changed = conn.execute("SELECT count(*) AS n FROM fes_changed").fetchone()["n"]
+            conn.execute(template("entity", "latest_delete", **parts))
+            written = conn.execute(template("entity", "latest_insert", **parts)).rowcount
+            conn.execute(template("entity", "latest_forget", **parts), p)
+            return {"changed_ids": changed, "latest_rows_written": written}
+
+    def count_rows(self, names: EntityNames, table: str) -> int:
+        with self.connect() as conn:
+            return conn.execute(
+                sql.SQL("SELECT count(*) AS n FROM {}.{}").format(
+                    sql.Identifier(self.schema), sql.Identifier(table)
+                )
+            ).fetchone()["n"]
+
+    def pending_changes(self, names: EntityNames) -> int:
+        return self.count_rows(names, names.changes)
+
+    def reset_entity(self, key: str) -> None:
+        """Drop an entity key's storage and views, so the next run recreates them with the
+        registry's types."""
+        s = sql.Identifier(self.schema)
+        with self.connect() as conn, conn.transaction():
+            for view in (f"entity_{key}", f"latest_{key}"):
+                conn.execute(sql.SQL("DROP VIEW IF EXISTS {}.{}").format(s, sql.Identifier(view)))
+            for table in (f"_e_{key}", f"_l_{key}", f"_c_{key}"):
+                conn.execute(
+                    sql.SQL("DROP TABLE IF EXISTS {}.{} CASCADE").format(s, sql.Identifier(table))
+                )
+            row = conn.execute(
+                sql.SQL("SELECT value FROM {}.meta WHERE key = 'entity_keys'").format(s)
+            ).fetchone()
+            if row:
+                stored = row["value"]
+                stored.pop(key, None)
+                conn.execute(
+                    sql.SQL("UPDATE {}.meta SET value = %s WHERE key = 'entity_keys'").format(s),
+                    (json.dumps(stored),),
+                )
+            conn.execute(
+                sql.SQL(
+                    "UPDATE {}.files SET status = 'pending', validated = false "
+                    "WHERE feature_table IN (SELECT name FROM {}.feature_tables "
+                    "WHERE entity_key = %s) AND status = 'indexed'"
+                ).format(s, s),
+                (key,),
+            )

@@ -1,0 +1,394 @@
+"""Indexing runs: bring days of one entity key in line with the catalogue, one transaction
+per day, reading each object's id and timestamp columns once per run where memory allows."""
+
+from __future__ import annotations
+
+import time as _time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import clock
+from .catalog import (
+    Catalog,
+    CatalogChanges,
+    FileFacts,
+    outside_counts,
+    partitions_begin,
+    partitions_end,
+)
+from .index import EntityNames, IndexDb, day_bounds
+from .objects import ObjectChangedError, ObjectStore
+from .readers import ARROW_TYPES, TS_TYPE, BadObjectError, iter_row_groups, read_footer
+from .registry import FeatureTable, Registry
+
+CACHE_BYTES = 256 * 2**20
+FUTURE_TOLERANCE = timedelta(minutes=5)
+_US_PER_DAY = 86_400_000_000
+
+
+@dataclass
+class FileRead:
+    """What a run saw in one object: the checks' evidence."""
+
+    path: str
+    feature_table: str
+    rows: int = 0
+    max_event: datetime | None = None
+    max_created: datetime | None = None
+    null_created: int = 0
+    created_expected: bool = False
+
+
+@dataclass
+class RunReport:
+    rows_per_day: dict[date, int] = field(default_factory=dict)
+    files: dict[int, FileRead] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # path -> reason
+    skipped: dict[str, str] = field(default_factory=dict)  # path -> why (object in flux)
+    catalog: CatalogChanges = field(default_factory=CatalogChanges)
+    seconds: float = 0.0
+
+    @property
+    def rows(self) -> int:
+        return sum(self.rows_per_day.values())
+
+    def future_files(self, now: datetime) -> dict[str, str]:
+        """Files with an event or created timestamp beyond now + tolerance, or missing
+        created timestamps where the registry names a created column."""
+        limit = now + FUTURE_TOLERANCE
+        bad = {}
+        for f in self.files.values():
+            reasons = []
+            if f.max_event and f.max_event > limit:
+                reasons.append(f"event_timestamp up to {f.max_event.isoformat()}")
+            if f.max_created and f.max_created > limit:
+                reasons.append(f"created_timestamp up to {f.max_created.isoformat()}")
+            if f.created_expected and f.null_created:
+                reasons.append(f"{f.null_created} row(s) without created_timestamp")
+            if reasons:
+                bad[f.path] = "; ".join(reasons)
+        return bad
+
+
+class _Unreadable(Exception):
+    pass
+
+
+class EntityIndexer:
+    """Indexes days of one entity key. No Dagster here: callers pass a logger."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        db: IndexDb,
+        registry: Registry,
+        key: str,
+        *,
+        run_id: str | None = None,
+        log: Callable[[str], None] = print,
+        cache_bytes: int = CACHE_BYTES,
+    ) -> None:
+        self.store, self.db, self.registry, self.key = store, db, registry, key
+        self.tables: list[FeatureTable] = registry.by_entity_key()[key]
+        self.names: EntityNames = db.names(registry, key)
+        self.catalog = Catalog(db)
+        self.run_id = run_id
+        self.log = log
+        self.cache_bytes = cache_bytes
+        self._cache: dict[int, dict[int, pa.Table]] = {}
+        self._cached_bytes = 0
+        self._jobs: dict[int, int] = {}
+        self._table_ids: dict[str, int] = {}
+
+    # --- entry points -----------------------------------------------------------------------
+
+    def run(self, days: list[date], changes: list[dict] | None = None) -> RunReport:
+        """Rebuild `days` from the catalogue (after refreshing it), or, with `changes`
+        (objects as {bucket, key}), apply just those objects' current state to `days`."""
+        started = _time.perf_counter()
+        report = RunReport()
+        days = sorted(set(days))
+        self._table_ids = self.db.ensure_schema(self.registry)
+        now = clock.now()
+        label = days[0].isoformat() if len(days) == 1 else f"{days[0]}...{days[-1]}"
+        self._days = days
+        self._label = label
+        if changes is None:
+            report.catalog = self.catalog.refresh(self.store, self.registry, self.tables, now)
+            self.log(
+                f"catalogue: {len(report.catalog.new)} new, {len(report.catalog.changed)} "
+                f"changed, {len(report.catalog.deleted)} deleted, "
+                f"{len(report.catalog.failed)} failed"
+            )
+            listed = None
+        else:
+            listed = self._files_for_objects(changes)
+        try:
+            for i, day in enumerate(days, 1):
+                t0 = _time.perf_counter()
+                rows = self._index_day(day, listed, report, now)
+                report.rows_per_day[day] = rows
+                dt = _time.perf_counter() - t0
+                self.log(
+                    f"{self.names.entity_view} {day}: {rows} rows in {dt:.2f}s "
+                    f"({rows / dt if dt else 0:,.0f} rows/s) [{i}/{len(days)} days]"
+                )
+        except BaseException as e:
+            self._end_jobs(False, f"run failed: {e}", report)
+            raise
+        self._end_jobs(True, "indexed", report)
+        report.seconds = _time.perf_counter() - started
+        self.log(
+            f"{self.names.entity_view}: {report.rows} rows over {len(days)} day(s) in "
+            f"{report.seconds:.1f}s; {len(report.failed)} file(s) failed"
+        )
+        return report
+
+    def catch_up_latest(self) -> dict[str, int]:
+        self.db.ensure_schema(self.registry)
+        return self.db.catch_up_latest(self.names)
+
+    # --- one day ----------------------------------------------------------------------------
+
+    def _files_for_objects(self, changes: list[dict]) -> list[dict]:
+        with self.db.connect() as conn:
+            return list(
+                conn.execute(
+                    self.catalog._t("files_for_objects"),
+                    {
+                        "tables": [t.name for t in self.tables],
+                        "buckets": [c["bucket"] for c in changes],
+                        "keys": [c["key"] for c in changes],
+                    },
+                )
+            )
+
+    def _index_day(
+        self, day: date, listed: list[dict] | None, report: RunReport, now: datetime
+    ) -> int:
+        start, end = day_bounds(day)
+        if listed is None:
+            files = self.catalog.files_for_day([t.name for t in self.tables], day)
+        else:
+            files = [
+                f
+                for f in listed
+                if f["status"] in ("pending", "indexed")
+                and f["min_event_timestamp"] is not None
+                and f["min_event_timestamp"] < end
+                and f["max_event_timestamp"] >= start
+            ]
+        pieces: list[pa.Table] = []
+        applied: list[int] = []
+        for f in files:
+            try:
+                table = self._rows_for_day(f, day, report, now)
+            except _Unreadable:
+                continue
+            applied.append(f["id"])
+            if table.num_rows:
+                pieces.append(table)
+        rows = pa.concat_tables(pieces) if pieces else self._empty()
+        self.db.ensure_partition(self.names, day)
+        with self.db.day_transaction(self.names, day) as conn:
+            if listed is None:
+                self.db.replace_day(
+                    conn,
+                    self.names,
+                    day,
+                    rows,
+                    feature_table_ids=[self._table_ids[t.name] for t in self.tables],
+                )
+            else:
+                self.db.replace_day(conn, self.names, day, rows, file_ids=[f["id"] for f in listed])
+            if applied:
+                self.catalog.mark_indexed(conn, applied)
+        return rows.num_rows
+
+    def _empty(self) -> pa.Table:
+        fields = [pa.field(k, ARROW_TYPES[self.names.types[k]]) for k in self.names.join_keys]
+        fields += [
+            pa.field("event_timestamp", TS_TYPE),
+            pa.field("created_timestamp", TS_TYPE),
+            pa.field("feature_table_id", pa.int16()),
+            pa.field("file_id", pa.int64()),
+        ]
+        return pa.schema(fields).empty_table()
+
+    # --- reading objects --------------------------------------------------------------------
+
+    def _ft(self, name: str) -> FeatureTable:
+        return next(t for t in self.tables if t.name == name)
+
+    def _rows_for_day(self, f: dict, day: date, report: RunReport, now: datetime) -> pa.Table:
+        day_no = (day - date(1970, 1, 1)).days
+        if f["id"] not in self._cache:
+            self._load(f, report, now)
+        cached = self._cache[f["id"]]
+        if day_no in cached:
+            table = cached.pop(day_no)
+            self._cached_bytes -= table.nbytes
+            return table
+        if cached.get("complete"):
+            return self._empty()
+        return self._read_window(f, *day_bounds(day), report)
+
+    def _open(self, f: dict):
+        ft = self._ft(f["feature_table"])
+        pf = self.store.open_parquet(f["bucket"], f["key"], f["size"])
+        return ft, pf, read_footer(pf, ft)
+
+    def _fail(self, f: dict, reason: str, report: RunReport) -> None:
+        path = f"s3://{f['bucket']}/{f['key']}"
+        report.failed[path] = reason
+        self.catalog.mark_failed(f, reason)
+        self._end_job(f, False, reason, None)
+        self.log(f"failed: {path} ({f['feature_table']}): {reason}")
+
+    def _start_job(self, f: dict) -> None:
+        if f["id"] not in self._jobs:
+            self._jobs[f["id"]] = self.catalog.start_job(
+                self._ft(f["feature_table"]),
+                f"s3://{f['bucket']}/{f['key']}",
+                self.run_id,
+                self._label,
+            )
+
+    def _end_job(self, f: dict, ok: bool, msg: str, rows: int | None) -> None:
+        job = self._jobs.pop(f["id"], None)
+        if job is not None:
+            self.catalog.end_job(job, ok, msg, rows)
+
+    def _end_jobs(self, ok: bool, msg: str, report: RunReport) -> None:
+        for file_id, job in list(self._jobs.items()):
+            read = report.files.get(file_id)
+            try:
+                self.catalog.end_job(job, ok, msg, read.rows if read else None)
+            except Exception:  # the database may be the reason the run failed
+                if ok:
+                    raise
+        self._jobs.clear()
+
+    def _load(self, f: dict, report: RunReport, now: datetime) -> None:
+        """Read the object's rows for the run's days (validating the whole object once per
+        generation) and keep them per day, or nothing if they would not fit the cache."""
+        self._start_job(f)
+        ft = self._ft(f["feature_table"])
+        path = f"s3://{f['bucket']}/{f['key']}"
+        read = report.files.setdefault(
+            f["id"],
+            FileRead(
+                path=path, feature_table=ft.name, created_expected=bool(ft.created_timestamp_column)
+            ),
+        )
+        run_start, _ = day_bounds(self._days[0])
+        _, run_end = day_bounds(self._days[-1])
+        try:
+            _, pf, footer = self._open(f)
+            overlapping = sum(
+                rg.num_rows for rg in footer.row_groups if rg.overlaps(run_start, run_end)
+            )
+            fits = (
+                overlapping * (24 + 8 * len(ft.join_keys)) + self._cached_bytes <= self.cache_bytes
+            )
+            cached: dict = {}
+            if not f["validated"]:
+                facts = FileFacts(row_count=footer.num_rows)
+                begin = partitions_begin(self.registry.partitions_start)
+                last = partitions_end(now)
+                for table in iter_row_groups(pf, ft, footer):
+                    ts = table.column("event_timestamp")
+                    if table.num_rows:
+                        lo, hi = (v.as_py() for v in pc.min_max(ts).values())
+                        facts.min_ts = lo if facts.min_ts is None else min(facts.min_ts, lo)
+                        facts.max_ts = hi if facts.max_ts is None else max(facts.max_ts, hi)
+                        b, a = outside_counts(ts, begin, last)
+                        facts.rows_before_start += b
+                        facts.rows_after_end += a
+                    if fits:
+                        self._split(table, cached, run_start, run_end)
+                self.store.ensure_unchanged(f["bucket"], f["key"], f["etag"])
+                self.catalog.mark_validated(f, facts)
+                f["validated"] = True
+                read.max_event = facts.max_ts
+            elif fits:
+                for table in iter_row_groups(pf, ft, footer, run_start, run_end):
+                    self._split(table, cached, run_start, run_end)
+                self.store.ensure_unchanged(f["bucket"], f["key"], f["etag"])
+                read.max_event = footer.max_ts or f.get("max_event_timestamp")
+            if read.max_event is None:
+                read.max_event = f.get("max_event_timestamp")
+        except BadObjectError as e:
+            self._fail(f, str(e), report)
+            raise _Unreadable from e
+        except ObjectChangedError as e:
+            report.skipped[path] = str(e)
+            self._end_job(f, False, f"{e}; the next run applies the new version", None)
+            self.log(f"skipped: {e}")
+            raise _Unreadable from e
+        except (pa.ArrowInvalid, OSError) as e:
+            if "NoSuchKey" in str(e) or "Path does not exist" in str(e):
+                report.skipped[path] = "deleted while being read"
+                self._end_job(f, False, "deleted while being read", None)
+                raise _Unreadable from e
+            self._fail(f, f"not a readable parquet file: {e}", report)
+            raise _Unreadable from e
+        if fits:
+            tagged = {}
+            for day_no, pieces in cached.items():
+                t = self._tag(pa.concat_tables(pieces), f)
+                self._note(read, t)
+                tagged[day_no] = t
+                self._cached_bytes += t.nbytes
+            tagged["complete"] = True
+            self._cache[f["id"]] = tagged
+        else:
+            self._cache[f["id"]] = {}
+
+    def _split(self, table: pa.Table, cached: dict, start: datetime, end: datetime) -> None:
+        ts = table.column("event_timestamp")
+        inside = pc.and_(
+            pc.greater_equal(ts, pa.scalar(start, TS_TYPE)), pc.less(ts, pa.scalar(end, TS_TYPE))
+        )
+        table = table.filter(inside)
+        if not table.num_rows:
+            return
+        day_no = pc.divide(table.column("event_timestamp").cast(pa.int64()), _US_PER_DAY)
+        for d in pc.unique(day_no).to_pylist():
+            cached.setdefault(d, []).append(table.filter(pc.equal(day_no, d)))
+
+    def _read_window(self, f: dict, start: datetime, end: datetime, report: RunReport) -> pa.Table:
+        try:
+            ft, pf, footer = self._open(f)
+            pieces = list(iter_row_groups(pf, ft, footer, start, end))
+            self.store.ensure_unchanged(f["bucket"], f["key"], f["etag"])
+        except BadObjectError as e:
+            self._fail(f, str(e), report)
+            raise _Unreadable from e
+        except ObjectChangedError as e:
+            report.skipped[f"s3://{f['bucket']}/{f['key']}"] = str(e)
+            raise _Unreadable from e
+        table = self._tag(pa.concat_tables(pieces), f) if pieces else self._empty()
+        self._note(report.files[f["id"]], table)
+        return table
+
+    def _tag(self, table: pa.Table, f: dict) -> pa.Table:
+        n = table.num_rows
+        return table.append_column(
+            "feature_table_id", pa.repeat(pa.scalar(f["feature_table_id"], pa.int16()), n)
+        ).append_column("file_id", pa.repeat(pa.scalar(f["id"], pa.int64()), n))
+
+    @staticmethod
+    def _note(read: FileRead, table: pa.Table) -> None:
+        read.rows += table.num_rows
+        if not table.num_rows:
+            return
+        created = table.column("created_timestamp")
+        read.null_created += created.null_count
+        hi = pc.max(created).as_py()
+        if hi is not None:
+            read.max_created = hi if read.max_created is None else max(read.max_created, hi)

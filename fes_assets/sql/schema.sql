@@ -1,0 +1,61 @@
+-- Shared tables of the index. Identifiers in braces are composed with psycopg.sql.
+
+-- name: create_schema
+CREATE SCHEMA IF NOT EXISTS {schema};
+
+-- name: create_meta
+CREATE TABLE IF NOT EXISTS {schema}.meta (
+    key text PRIMARY KEY,
+    value jsonb NOT NULL
+);
+
+-- name: create_feature_tables
+CREATE TABLE IF NOT EXISTS {schema}.feature_tables (
+    id smallserial PRIMARY KEY,
+    name text NOT NULL UNIQUE,
+    entity_key text NOT NULL,
+    removed_at timestamptz
+);
+
+-- name: create_files
+CREATE TABLE IF NOT EXISTS {schema}.files (
+    id bigserial PRIMARY KEY,
+    bucket text NOT NULL,
+    key text NOT NULL,
+    feature_table text NOT NULL,
+    etag text,
+    size bigint,
+    last_modified timestamptz,
+    row_count bigint,
+    min_event_timestamp timestamptz,
+    max_event_timestamp timestamptz,
+    rows_before_start bigint NOT NULL DEFAULT 0,
+    rows_after_end bigint NOT NULL DEFAULT 0,
+    status text NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'indexed', 'failed', 'deleted')),
+    error text,
+    generation integer NOT NULL DEFAULT 1,
+    attempt integer NOT NULL DEFAULT 0,
+    validated boolean NOT NULL DEFAULT false,
+    has_statistics boolean NOT NULL DEFAULT true,
+    catalogued_at timestamptz NOT NULL DEFAULT now(),
+    indexed_at timestamptz,
+    UNIQUE (bucket, key, feature_table)
+);
+CREATE INDEX IF NOT EXISTS files_by_table_time
+    ON {schema}.files (feature_table, min_event_timestamp, max_event_timestamp);
+
+-- name: create_jobs
+CREATE TABLE IF NOT EXISTS {schema}.jobs (
+    id bigserial PRIMARY KEY,
+    started timestamptz NOT NULL DEFAULT now(),
+    ended timestamptz,
+    status text NOT NULL CHECK (status IN ('running', 'success', 'failed')),
+    status_msg text,
+    entity_names text[] NOT NULL,
+    feature_table text NOT NULL,
+    path text NOT NULL,
+    run_id text,
+    partition text,
+    row_count bigint
+);
