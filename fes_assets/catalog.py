@@ -100,6 +100,7 @@ class CatalogChanges:
     changed: list[int] = field(default_factory=list)
     deleted: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)  # path -> reason
 
     @property
     def total(self) -> int:
@@ -114,7 +115,12 @@ class Catalog:
         return template("catalog", name, schema=sql.Identifier(self.db.schema))
 
     def record(
-        self, obj: ObjectInfo, ft: FeatureTable, facts: FileFacts, changes: CatalogChanges
+        self,
+        obj: ObjectInfo,
+        ft: FeatureTable,
+        facts: FileFacts,
+        changes: CatalogChanges,
+        run_id: str | None = None,
     ) -> None:
         params = {
             "bucket": obj.bucket,
@@ -132,6 +138,9 @@ class Catalog:
         (changes.new if row["generation"] == 1 else changes.changed).append(row["id"])
         if facts.error:
             changes.failed.append(row["id"])
+            changes.errors[obj.path] = facts.error
+            job = self.start_job(ft, obj.path, run_id, "")
+            self.end_job(job, False, facts.error, None)
 
     def refresh(
         self,
@@ -139,6 +148,7 @@ class Catalog:
         registry: Registry,
         tables: Iterable[FeatureTable],
         now: datetime,
+        run_id: str | None = None,
     ) -> CatalogChanges:
         """List every prefix of `tables` and bring the catalogue in line: new and changed
         objects get their footer facts, vanished ones are marked deleted."""
@@ -163,7 +173,7 @@ class Catalog:
                         row = known.get(ident)
                         if row and row["etag"] == obj.etag and row["status"] != "deleted":
                             continue
-                        self.record(obj, ft, describe(store, obj, ft, begin, end), changes)
+                        self.record(obj, ft, describe(store, obj, ft, begin, end), changes, run_id)
         gone = [
             r["id"] for ident, r in known.items() if ident not in seen and r["status"] != "deleted"
         ]

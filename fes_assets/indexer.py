@@ -118,7 +118,10 @@ class EntityIndexer:
         self._days = days
         self._label = label
         if changes is None:
-            report.catalog = self.catalog.refresh(self.store, self.registry, self.tables, now)
+            report.catalog = self.catalog.refresh(
+                self.store, self.registry, self.tables, now, self.run_id
+            )
+            report.failed.update(report.catalog.errors)
             self.log(
                 f"catalogue: {len(report.catalog.new)} new, {len(report.catalog.changed)} "
                 f"changed, {len(report.catalog.deleted)} deleted, "

@@ -6,6 +6,7 @@ dagster-postgres, pyarrow, boto3) reaches them exactly as it would reach real se
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -136,10 +137,9 @@ class EmbeddedPostgres:
         """Stop the server if one runs on this data directory (fast shutdown)."""
         if not (self.data_dir / "postmaster.pid").exists():
             return
-        try:
+        # A failure means nothing runs there: a stale pid file, which the next start replaces.
+        with contextlib.suppress(subprocess.CalledProcessError):
             self._run("pg_ctl", "-w", "-m", "fast", "-D", str(self.data_dir), "stop", timeout=60)
-        except subprocess.CalledProcessError:
-            pass  # not running: a stale pid file, which the next start replaces
 
     def destroy(self) -> None:
         self.stop()

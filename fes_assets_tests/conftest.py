@@ -1,0 +1,187 @@
+"""Real servers for the tests: embedded PostgreSQL (or FES_TEST_PG_URL) and moto's S3 server
+over HTTP, started once per session and stopped at its end, also when tests fail."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import boto3
+import dagster as dg
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fes_assets.assets import EntityRunConfig, build_entity_assets
+from fes_assets.index import IndexDb, conninfo
+from fes_assets.local import EmbeddedPostgres, MotoS3Server
+from fes_assets.objects import ObjectStore, ObjectStoreSettings
+from fes_assets.registry import Registry, parse_registry
+from fes_assets.resources import IndexDatabaseResource, ObjectStoreResource
+
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+ACCESS_KEY, SECRET_KEY = "testing-access-key", "testing-secret-key"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    if os.environ.get("FES_TEST_PG_URL"):
+        yield os.environ["FES_TEST_PG_URL"]
+        return
+    server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="fes-test-pg-")) / "data")
+    server.start()
+    try:
+        yield server.url()
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[MotoS3Server]:
+    server = MotoS3Server().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def parquet_bytes(table: pa.Table, **kwargs: Any) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, **kwargs)
+    return buf.getvalue()
+
+
+@dataclass
+class Lab:
+    """One test's bucket and index schema on the shared servers."""
+
+    pg_url: str
+    endpoint: str
+    bucket: str
+    schema: str
+    instance: dg.DagsterInstance
+    registry: Registry | None = None
+    s3: Any = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.s3 = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+        )
+        self.s3.create_bucket(Bucket=self.bucket)
+
+    # objects
+    def put(self, key: str, table: pa.Table | bytes, **kwargs: Any) -> None:
+        body = table if isinstance(table, bytes) else parquet_bytes(table, **kwargs)
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+
+    def delete(self, key: str) -> None:
+        self.s3.delete_object(Bucket=self.bucket, Key=key)
+
+    # registry
+    def use_registry(self, tables: dict[str, dict], start: str = "2021-01-01") -> Registry:
+        self.registry = parse_registry(
+            {"bucket": self.bucket, "partitions_start": start, "feature_tables": tables}
+        )
+        return self.registry
+
+    # servers as a user's code sees them
+    @property
+    def store(self) -> ObjectStore:
+        return ObjectStore(
+            ObjectStoreSettings(
+                endpoint_url=self.endpoint, access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY
+            )
+        )
+
+    @property
+    def db(self) -> IndexDb:
+        return IndexDb(self.pg_url, self.schema)
+
+    def resources(self) -> dict[str, Any]:
+        return {
+            "object_store": ObjectStoreResource(
+                endpoint_url=self.endpoint, access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY
+            ),
+            "index_db": IndexDatabaseResource(url=self.pg_url, schema_name=self.schema),
+        }
+
+    def assets(self, key: str) -> list[dg.AssetsDefinition]:
+        assert self.registry is not None
+        return build_entity_assets(self.registry, key)
+
+    def materialize(
+        self,
+        key: str,
+        days: str | tuple[str, str],
+        *,
+        latest: bool = True,
+        changes: list[str] | None = None,
+    ) -> dg.ExecuteInProcessResult:
+        """Materialize entity_<key> for one day or a (first, last) range in one run, with
+        latest_<key> in the same run unless `latest` is False."""
+        assets = self.assets(key)
+        tags = {}
+        partition_key = None
+        if isinstance(days, tuple):
+            tags = {
+                "dagster/asset_partition_range_start": days[0],
+                "dagster/asset_partition_range_end": days[1],
+            }
+        else:
+            partition_key = days
+        config = EntityRunConfig(
+            changes=None
+            if changes is None
+            else [{"bucket": self.bucket, "key": k} for k in changes]
+        )
+        run_config = {"ops": {assets[0].op.name: {"config": config.model_dump()}}}
+        return dg.materialize(
+            assets,
+            selection=assets if latest else [assets[0]],
+            resources=self.resources(),
+            instance=self.instance,
+            partition_key=partition_key,
+            tags=tags,
+            run_config=run_config,
+            raise_on_error=False,
+        )
+
+    def sql(self, query: str, *params: Any) -> list[tuple]:
+        with psycopg.connect(conninfo(self.pg_url)) as conn:
+            conn.execute(f'SET search_path TO "{self.schema}"')
+            return conn.execute(query, params).fetchall()
+
+    def ids(self, view: str, *columns: str, where: str = "") -> list[tuple]:
+        cols = ", ".join(columns)
+        return sorted(self.sql(f"SELECT {cols} FROM {view} {where}"))
+
+
+@pytest.fixture
+def lab(pg_url: str, s3_server: MotoS3Server, instance: dg.DagsterInstance) -> Lab:
+    suffix = uuid.uuid4().hex[:10]
+    return Lab(pg_url, s3_server.endpoint_url, f"feast-{suffix}", f"fes_{suffix}", instance)
+
+
+def day(text: str) -> date:
+    return date.fromisoformat(text)
