@@ -1,6 +1,5 @@
 """`entity_lookup/entity_<key>` and `entity_lookup/latest_<key>`, one pair per entity key."""
 
-
 import dagster as dg
 
 from . import checks, clock

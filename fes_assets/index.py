@@ -340,6 +340,64 @@ class IndexDb:
     def pending_changes(self, names: EntityNames) -> int:
         return self.count_rows(names, names.changes)
 
+    def prune_feature_table(self, registry: Registry, name: str, entity_key: str) -> int:
+        """Remove a feature table that left the registry: its rows, latest rows and files.
+        Returns the number of entity rows removed."""
+        if name in registry.feature_tables:
+            raise IndexSchemaError(
+                f"feature table {name!r} is still in the registry; remove it there first"
+            )
+        s = sql.Identifier(self.schema)
+        types = self._stored_types(entity_key)
+        names = EntityNames(self.schema, entity_key, sorted(types), types)
+        with self.connect() as conn, conn.transaction():
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(%s)", (self._lock_id(f"latest:{entity_key}"),)
+            )
+            row = conn.execute(
+                sql.SQL("SELECT id FROM {}.feature_tables WHERE name = %s").format(s), (name,)
+            ).fetchone()
+            if row is None:
+                raise IndexSchemaError(f"feature table {name!r} is not in the index")
+            removed = conn.execute(
+                template("entity", "prune_rows", **names.parts()), {"feature_table_id": row["id"]}
+            ).rowcount
+            conn.execute(
+                sql.SQL("DELETE FROM {}.{} WHERE feature_table_id = %s").format(
+                    s, sql.Identifier(names.latest_table)
+                ),
+                (row["id"],),
+            )
+            conn.execute(
+                sql.SQL("DELETE FROM {}.files WHERE feature_table = %s").format(s), (name,)
+            )
+            conn.execute(
+                sql.SQL("DELETE FROM {}.feature_tables WHERE id = %s").format(s), (row["id"],)
+            )
+        return removed
+
+    def removed_tables(self) -> dict[str, str]:
+        """Feature tables in the index that left the registry: name -> entity key."""
+        with self.connect() as conn:
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT name, entity_key FROM {}.feature_tables WHERE removed_at IS NOT NULL"
+                ).format(sql.Identifier(self.schema))
+            )
+            return {r["name"]: r["entity_key"] for r in rows}
+
+    def _stored_types(self, key: str) -> dict[str, str]:
+        with self.connect() as conn:
+            row = conn.execute(
+                sql.SQL("SELECT value FROM {}.meta WHERE key = 'entity_keys'").format(
+                    sql.Identifier(self.schema)
+                )
+            ).fetchone()
+        types = (row["value"] if row else {}).get(key)
+        if not types:
+            raise IndexSchemaError(f"entity key {key!r} is not in the index")
+        return types
+
     def reset_entity(self, key: str) -> None:
         """Drop an entity key's storage and views, so the next run recreates them with the
         registry's types."""

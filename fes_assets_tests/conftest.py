@@ -20,6 +20,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from fes_assets.assets import EntityRunConfig, build_entity_assets
 from fes_assets.index import IndexDb, conninfo
@@ -105,6 +106,33 @@ class Lab:
         )
         return self.registry
 
+    def write_registry(self, folder: Path) -> Path:
+        """The current registry as a `fes.yaml` a user would write."""
+        assert self.registry is not None
+        tables = {}
+        for name, t in self.registry.feature_tables.items():
+            spec = {
+                "prefix": t.prefix,
+                "entities": t.entities,
+                "timestamp_column": t.timestamp_column,
+            }
+            if t.created_timestamp_column:
+                spec["created_timestamp_column"] = t.created_timestamp_column
+            if t.field_mapping:
+                spec["field_mapping"] = t.field_mapping
+            tables[name] = spec
+        path = folder / "fes.yaml"
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "bucket": self.bucket,
+                    "partitions_start": self.registry.partitions_start.isoformat(),
+                    "feature_tables": tables,
+                }
+            )
+        )
+        return path
+
     # servers as a user's code sees them
     @property
     def store(self) -> ObjectStore:
@@ -170,7 +198,8 @@ class Lab:
     def sql(self, query: str, *params: Any) -> list[tuple]:
         with psycopg.connect(conninfo(self.pg_url)) as conn:
             conn.execute(f'SET search_path TO "{self.schema}"')
-            return conn.execute(query, params).fetchall()
+            cur = conn.execute(query, params)
+            return cur.fetchall() if cur.description else []
 
     def ids(self, view: str, *columns: str, where: str = "") -> list[tuple]:
         cols = ", ".join(columns)
@@ -181,6 +210,17 @@ class Lab:
 def lab(pg_url: str, s3_server: MotoS3Server, instance: dg.DagsterInstance) -> Lab:
     suffix = uuid.uuid4().hex[:10]
     return Lab(pg_url, s3_server.endpoint_url, f"feast-{suffix}", f"fes_{suffix}", instance)
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    """Every error message of the run's failed steps, causes included."""
+    texts = []
+    for event in result.get_step_failure_events():
+        error = event.event_specific_data.error
+        while error is not None:
+            texts.append(error.message)
+            error = error.cause
+    return "\n".join(texts)
 
 
 def day(text: str) -> date:

@@ -95,3 +95,11 @@ ORDER BY r.feature_table_id, {r_ids}, r.event_timestamp DESC,
 
 -- name: latest_forget
 DELETE FROM {schema}.{changes} WHERE seq <= %(max_seq)s;
+
+-- name: prune_rows
+WITH gone AS (
+    DELETE FROM {schema}.{rows} WHERE feature_table_id = %(feature_table_id)s
+    RETURNING {id_list}, feature_table_id
+)
+INSERT INTO {schema}.{changes} ({id_list}, feature_table_id)
+SELECT DISTINCT {id_list}, feature_table_id FROM gone;

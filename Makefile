@@ -1,0 +1,29 @@
+# Two commands on a fresh machine with Python 3.11+, pip and make: `make demo` and `make test`.
+# uv is bootstrapped into .tools/ when it is not on PATH.
+
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+PYTEST_ARGS ?=
+
+.PHONY: install test lint format clean
+
+.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+install: $(UV)
+	$(UV) sync --locked --all-extras
+
+test: install
+	$(UV) run ruff check .
+	$(UV) run pytest $(PYTEST_ARGS)
+
+lint: install
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+
+format: install
+	$(UV) run ruff format .
+	$(UV) run ruff check --fix .
+
+clean:
+	rm -rf .venv .tools .pytest_cache .ruff_cache

@@ -1,0 +1,83 @@
+"""Adding, removing and retyping feature tables against an existing index."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from fes_assets.cli import main as fes
+from fes_assets_tests.conftest import failure_message
+
+T0 = datetime(2021, 4, 1, 8, tzinfo=UTC)
+
+
+def rows(ids, type_: pa.DataType | None = None) -> pa.Table:
+    return pa.table(
+        {
+            "driver_id": pa.array(ids, type_ or pa.int64()),
+            "event_timestamp": pa.array([T0] * len(ids), pa.timestamp("us", tz="UTC")),
+        }
+    )
+
+
+def spec(prefix, type_="INT64"):
+    return {
+        "prefix": prefix,
+        "entities": {"driver_id": type_},
+        "timestamp_column": "event_timestamp",
+    }
+
+
+def test_added_table_is_indexed_and_removed_one_kept_until_pruned(lab, monkeypatch, tmp_path):
+    lab.use_registry({"a": spec("a/"), "b": spec("b/")})
+    lab.put("a/1.parquet", rows([1]))
+    lab.put("b/1.parquet", rows([2]))
+    lab.put("c/1.parquet", rows([3]))
+    assert lab.materialize("driver_id", "2021-04-01").success
+    assert lab.ids("entity_driver_id", "driver_id", "feature_table") == [(1, "a"), (2, "b")]
+
+    lab.use_registry({"a": spec("a/"), "c": spec("c/")})  # b removed, c added
+    assert lab.materialize("driver_id", "2021-04-01").success
+    assert lab.ids("entity_driver_id", "driver_id", "feature_table") == [
+        (1, "a"),
+        (2, "b"),
+        (3, "c"),
+    ]
+
+    monkeypatch.setenv("FES_PG_URL", lab.pg_url)
+    monkeypatch.setenv("FES_SCHEMA", lab.schema)
+    monkeypatch.setenv("FES_CONFIG", str(lab.write_registry(tmp_path)))
+    assert fes(["prune", "a"]) == 2  # still in the registry
+    assert fes(["prune", "b"]) == 0
+    assert lab.ids("entity_driver_id", "driver_id", "feature_table") == [(1, "a"), (3, "c")]
+    assert lab.ids("latest_driver_id", "driver_id", "feature_table") == [(1, "a"), (3, "c")]
+    assert lab.sql("SELECT count(*) FROM files WHERE feature_table = 'b'") == [(0,)]
+
+
+def test_changed_entity_type_is_refused_with_the_rebuild_command(lab, monkeypatch):
+    lab.use_registry({"a": spec("a/")})
+    lab.put("a/1.parquet", rows([1]))
+    assert lab.materialize("driver_id", "2021-04-01").success
+
+    lab.use_registry({"a": spec("a/", "STRING")})
+    lab.put("a/1.parquet", rows(["d-1"], pa.string()))
+    result = lab.materialize("driver_id", "2021-04-01")
+    assert not result.success
+    assert "`fes reset-entity driver_id`" in failure_message(result)
+    assert lab.ids("entity_driver_id", "driver_id") == [(1,)]  # untouched
+
+    monkeypatch.setenv("FES_PG_URL", lab.pg_url)
+    monkeypatch.setenv("FES_SCHEMA", lab.schema)
+    assert fes(["reset-entity", "driver_id"]) == 0
+    assert lab.materialize("driver_id", "2021-04-01").success
+    assert lab.ids("entity_driver_id", "driver_id") == [("d-1",)]
+
+
+def test_a_newer_index_version_is_refused(lab):
+    lab.use_registry({"a": spec("a/")})
+    assert lab.materialize("driver_id", "2021-04-01").success
+    lab.sql("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    result = lab.materialize("driver_id", "2021-04-01")
+    assert not result.success
+    assert "newer than this release" in failure_message(result)
