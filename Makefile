@@ -1,7 +1,7 @@
 # Two commands on a fresh machine with Python 3.11+, pip and make: `make demo` and `make test`.
 # uv is bootstrapped into .tools/ when it is not on PATH.
 
-UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+UV := $(shell uv --version >/dev/null 2>&1 && echo uv || echo .tools/bin/uv)
 PYTEST_ARGS ?=
 
 .PHONY: install test lint format clean
