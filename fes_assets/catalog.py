@@ -174,6 +174,11 @@ class Catalog:
                         if row and row["etag"] == obj.etag and row["status"] != "deleted":
                             continue
                         self.record(obj, ft, describe(store, obj, ft, begin, end), changes, run_id)
+        with self.db.connect() as conn:
+            conn.execute(
+                self._t("settle_future_rows"),
+                {"tables": [t.name for t in tables], "partitions_end": end},
+            )
         gone = [
             r["id"] for ident, r in known.items() if ident not in seen and r["status"] != "deleted"
         ]

@@ -250,3 +250,24 @@ def test_bad_file_shows_in_source_files_valid_and_blocks_nothing(lab):
     ev = [e for e in result.get_asset_check_evaluations() if e.check_name == "source_files_valid"]
     assert ev[0].severity.value == "WARN" and "bad.parquet" in ev[0].description
     assert lab.ids("latest_driver_id", "driver_id") == [(1,)]
+
+
+def test_rows_beyond_the_last_partition_are_counted_then_indexed_when_their_day_exists(
+    lab, monkeypatch
+):
+    monkeypatch.setenv("FES_NOW", "2021-04-01T12:00:00+00:00")
+    lab.use_registry(DRIVERS)
+    lab.put(
+        "driver_hourly_stats/early.parquet",
+        drivers([1, 2], [T0, T0 + timedelta(days=3)], created=[T0, T0]),
+    )
+    result = lab.materialize("driver_id", "2021-04-01")
+    assert not check(result, "timestamps_valid")
+    assert lab.sql("SELECT rows_after_end FROM files") == [(1,)]
+    assert lab.ids("entity_driver_id", "driver_id") == [(1,)]
+    monkeypatch.setenv("FES_NOW", "2021-04-05T00:00:00+00:00")
+    result = lab.materialize("driver_id", ("2021-04-01", "2021-04-05"))
+    assert result.success and check(result, "timestamps_valid")
+    assert lab.ids("entity_driver_id", "driver_id") == [(1,), (2,)]
+    assert lab.ids("latest_driver_id", "driver_id") == [(1,), (2,)]
+    assert lab.sql("SELECT rows_after_end FROM files") == [(0,)]

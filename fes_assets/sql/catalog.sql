@@ -82,3 +82,9 @@ JOIN unnest(%(buckets)s::text[], %(keys)s::text[]) AS o(bucket, key)
   ON o.bucket = f.bucket AND o.key = f.key
 WHERE f.feature_table = ANY(%(tables)s)
 ORDER BY f.id;
+
+-- name: settle_future_rows
+-- Rows once dated after the last partition whose days now all exist.
+UPDATE {schema}.files SET rows_after_end = 0
+WHERE feature_table = ANY(%(tables)s) AND rows_after_end > 0
+  AND max_event_timestamp < %(partitions_end)s;
