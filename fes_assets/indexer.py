@@ -111,6 +111,8 @@ class EntityIndexer:
         (objects as {bucket, key}), apply just those objects' current state to `days`."""
         started = _time.perf_counter()
         report = RunReport()
+        self._cache.clear()
+        self._cached_bytes = 0
         days = sorted(set(days))
         self._table_ids = self.db.ensure_schema(self.registry)
         now = clock.now()
