@@ -227,6 +227,74 @@ class Catalog:
     def mark_indexed(self, conn, ids: list[int]) -> None:
         conn.execute(self._t("mark_indexed"), {"ids": ids})
 
+    def files_touching(self, tables: list[str], start: datetime, end: datetime) -> dict[int, int]:
+        """id -> generation of files whose current or indexed rows may fall in [start, end)."""
+        with self.db.connect() as conn:
+            rows = conn.execute(
+                self._t("files_touching"), {"tables": tables, "run_start": start, "run_end": end}
+            )
+            return {r["id"]: r["generation"] for r in rows}
+
+    def record_applied(
+        self,
+        seen: dict[int, int],
+        run_days: tuple[date, date],
+        begin: datetime,
+        end: datetime,
+    ) -> int:
+        """After a run over `run_days` (both included) that handled the files `seen`
+        (id -> generation it read): a file whose every affected day lay in the run now has its
+        generation applied; the others widen their indexed range. Returns files applied."""
+        if not seen:
+            return 0
+        run_start = datetime.combine(run_days[0], time(), tzinfo=UTC)
+        run_end = datetime.combine(run_days[1], time(), tzinfo=UTC) + timedelta(days=1)
+        with self.db.connect() as conn:
+            rows = list(conn.execute(self._t("applied_state"), {"ids": list(seen)}))
+        ids, gens, covered, los, his = [], [], [], [], []
+        for r in rows:
+            if r["generation"] != seen[r["id"]]:
+                continue  # superseded while the run read it: the newer version needs a run
+            days = days_to_apply(r, begin, end)
+            whole = days is None or (days[0] >= run_days[0] and days[1] <= run_days[1])
+            live = r["status"] in ("pending", "indexed")
+            current = (r["min_event_timestamp"], r["max_event_timestamp"]) if live else (None, None)
+            if whole:
+                lo, hi = current
+            else:
+                in_run = clamp_range(*current, run_start, run_end) if current[0] else None
+                lo, hi = span(
+                    (r["indexed_min_timestamp"], r["indexed_max_timestamp"]),
+                    in_run or (None, None),
+                ) or (None, None)
+            ids.append(r["id"])
+            gens.append(r["generation"])
+            covered.append(whole)
+            los.append(lo)
+            his.append(hi)
+        with self.db.connect() as conn:
+            conn.execute(
+                self._t("set_applied"),
+                {"ids": ids, "generations": gens, "covered": covered, "lo": los, "hi": his},
+            )
+        return sum(covered)
+
+    def retry_failed(
+        self, store: ObjectStore, registry: Registry, keys: list[str], now: datetime
+    ) -> CatalogChanges:
+        """Catalogue failed files afresh (all, or those with the given object keys)."""
+        with self.db.connect() as conn:
+            rows = list(conn.execute(self._t("forget_failed_etags"), {"keys": keys}))
+        changes = CatalogChanges()
+        begin, end = partitions_begin(registry.partitions_start), partitions_end(now)
+        for r in rows:
+            ft = registry.feature_tables.get(r["feature_table"])
+            obj = store.head(r["bucket"], r["key"])
+            if ft is None or obj is None:
+                continue  # removed from the registry or the bucket: a later pass settles it
+            self.record(obj, ft, describe(store, obj, ft, begin, end), changes)
+        return changes
+
     def failed_files(self, tables: list[str]) -> list[dict]:
         with self.db.connect() as conn:
             return list(conn.execute(self._t("failed_files"), {"tables": tables}))
@@ -255,3 +323,32 @@ class Catalog:
                     "row_count": row_count,
                 },
             )
+
+
+def clamp_range(
+    lo: datetime | None, hi: datetime | None, begin: datetime, end: datetime
+) -> tuple[datetime, datetime] | None:
+    """[lo, hi] within the partitions [begin, end), or None when nothing is left."""
+    if lo is None or hi is None:
+        return None
+    lo, hi = max(lo, begin), min(hi, end - timedelta(microseconds=1))
+    return (lo, hi) if lo <= hi else None
+
+
+def span(*ranges: tuple[datetime | None, datetime | None]) -> tuple[datetime, datetime] | None:
+    """The smallest range holding every given (lo, hi) that is set."""
+    los = [lo for lo, hi in ranges if lo is not None and hi is not None]
+    his = [hi for lo, hi in ranges if lo is not None and hi is not None]
+    return (min(los), max(his)) if los else None
+
+
+def days_to_apply(row: dict, begin: datetime, end: datetime) -> tuple[date, date] | None:
+    """First and last day whose rows change when a file's current version is applied: the
+    days of its current rows (if it is live) and of rows any earlier version left."""
+    live = row["status"] in ("pending", "indexed")
+    current = (row["min_event_timestamp"], row["max_event_timestamp"]) if live else (None, None)
+    whole = span(current, (row["indexed_min_timestamp"], row["indexed_max_timestamp"]))
+    clamped = clamp_range(*whole, begin, end) if whole else None
+    if clamped is None:
+        return None
+    return clamped[0].date(), clamped[1].date()

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from .assets import build_assets
 from .registry import load_registry
 from .resources import index_database_from_env, object_store_from_env
+from .sensors import build_bucket_sensor
 
 
 def build_definitions() -> dg.Definitions:
     registry = load_registry()
+    assets = build_assets(registry)
+    # Stopped unless FES_SENSOR_RUNNING=1 (the demo sets it); start it in the UI otherwise.
+    status = (
+        dg.DefaultSensorStatus.RUNNING
+        if os.environ.get("FES_SENSOR_RUNNING") == "1"
+        else dg.DefaultSensorStatus.STOPPED
+    )
     return dg.Definitions(
-        assets=build_assets(registry),
+        assets=assets,
+        sensors=[build_bucket_sensor(registry, assets, default_status=status)],
         resources={
             "object_store": object_store_from_env(),
             "index_db": index_database_from_env(),

@@ -49,6 +49,8 @@ class RunReport:
     files: dict[int, FileRead] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # path -> reason
     skipped: dict[str, str] = field(default_factory=dict)  # path -> why (object in flux)
+    skipped_ids: set[int] = field(default_factory=set)
+    applied: int = 0  # files whose current version is now fully in the index
     catalog: CatalogChanges = field(default_factory=CatalogChanges)
     seconds: float = 0.0
 
@@ -72,6 +74,17 @@ class RunReport:
             if reasons:
                 bad[f.path] = "; ".join(reasons)
         return bad
+
+
+def _touches(f: dict, start: datetime, end: datetime) -> bool:
+    """Whether a file's current or previously indexed rows may fall in [start, end)."""
+    for lo, hi in (
+        (f["min_event_timestamp"], f["max_event_timestamp"]),
+        (f["indexed_min_timestamp"], f["indexed_max_timestamp"]),
+    ):
+        if lo is not None and hi is not None and lo < end and hi >= start:
+            return True
+    return False
 
 
 class _Unreadable(Exception):
@@ -130,8 +143,12 @@ class EntityIndexer:
                 f"{len(report.catalog.failed)} failed"
             )
             listed = None
+            seen = self.catalog.files_touching(
+                [t.name for t in self.tables], day_bounds(days[0])[0], day_bounds(days[-1])[1]
+            )
         else:
             listed = self._files_for_objects(changes)
+            seen = {f["id"]: f["generation"] for f in listed}
         try:
             for i, day in enumerate(days, 1):
                 t0 = _time.perf_counter()
@@ -146,6 +163,14 @@ class EntityIndexer:
             self._end_jobs(False, f"run failed: {e}", report)
             raise
         self._end_jobs(True, "indexed", report)
+        for file_id in report.skipped_ids:
+            seen.pop(file_id, None)
+        report.applied = self.catalog.record_applied(
+            seen,
+            (days[0], days[-1]),
+            partitions_begin(self.registry.partitions_start),
+            partitions_end(now),
+        )
         report.seconds = _time.perf_counter() - started
         self.log(
             f"{self.names.entity_view}: {report.rows} rows over {len(days)} day(s) in "
@@ -178,10 +203,14 @@ class EntityIndexer:
         start, end = day_bounds(day)
         if listed is None:
             files = self.catalog.files_for_day([t.name for t in self.tables], day)
+            touched: list[dict] = []
         else:
+            touched = [f for f in listed if _touches(f, start, end)]
+            if not touched:
+                return 0  # none of the listed objects has or had rows on this day
             files = [
                 f
-                for f in listed
+                for f in touched
                 if f["status"] in ("pending", "indexed")
                 and f["min_event_timestamp"] is not None
                 and f["min_event_timestamp"] < end
@@ -209,7 +238,9 @@ class EntityIndexer:
                     feature_table_ids=[self._table_ids[t.name] for t in self.tables],
                 )
             else:
-                self.db.replace_day(conn, self.names, day, rows, file_ids=[f["id"] for f in listed])
+                self.db.replace_day(
+                    conn, self.names, day, rows, file_ids=[f["id"] for f in touched]
+                )
             if applied:
                 self.catalog.mark_indexed(conn, applied)
         return rows.num_rows
@@ -332,12 +363,14 @@ class EntityIndexer:
             raise _Unreadable from e
         except ObjectChangedError as e:
             report.skipped[path] = str(e)
+            report.skipped_ids.add(f["id"])
             self._end_job(f, False, f"{e}; the next run applies the new version", None)
             self.log(f"skipped: {e}")
             raise _Unreadable from e
         except (pa.ArrowInvalid, OSError) as e:
             if "NoSuchKey" in str(e) or "Path does not exist" in str(e):
                 report.skipped[path] = "deleted while being read"
+                report.skipped_ids.add(f["id"])
                 self._end_job(f, False, "deleted while being read", None)
                 raise _Unreadable from e
             self._fail(f, f"not a readable parquet file: {e}", report)
@@ -376,6 +409,7 @@ class EntityIndexer:
             raise _Unreadable from e
         except ObjectChangedError as e:
             report.skipped[f"s3://{f['bucket']}/{f['key']}"] = str(e)
+            report.skipped_ids.add(f["id"])
             raise _Unreadable from e
         table = self._tag(pa.concat_tables(pieces), f) if pieces else self._empty()
         self._note(report.files[f["id"]], table)

@@ -3,6 +3,7 @@ through pyarrow's S3 filesystem. Neither downloads whole objects nor needs S3 Se
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,6 +51,7 @@ class ObjectStore:
         self.settings = settings
         self._client = None
         self._fs: pafs.S3FileSystem | None = None
+        self.requests: Counter[str] = Counter()  # boto3 calls by operation name
 
     @property
     def client(self):
@@ -70,7 +72,11 @@ class ObjectStore:
                     read_timeout=60,
                 ),
             )
+            self._client.meta.events.register("before-call.s3", self._count)
         return self._client
+
+    def _count(self, model, **_) -> None:
+        self.requests[model.name] += 1
 
     @property
     def filesystem(self) -> pafs.S3FileSystem:

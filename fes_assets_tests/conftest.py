@@ -28,6 +28,8 @@ from fes_assets.local import EmbeddedPostgres, MotoS3Server
 from fes_assets.objects import ObjectStore, ObjectStoreSettings
 from fes_assets.registry import Registry, parse_registry
 from fes_assets.resources import IndexDatabaseResource, ObjectStoreResource
+from fes_assets.scanner import ScanSettings
+from fes_assets.sensors import RUN_KEY_TAG, build_bucket_sensor
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
@@ -36,16 +38,22 @@ ACCESS_KEY, SECRET_KEY = "testing-access-key", "testing-secret-key"
 
 
 @pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
+def pg_server() -> Iterator[EmbeddedPostgres | None]:
+    """The embedded server, or None when FES_TEST_PG_URL names an existing one."""
     if os.environ.get("FES_TEST_PG_URL"):
-        yield os.environ["FES_TEST_PG_URL"]
+        yield None
         return
     server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="fes-test-pg-")) / "data")
     server.start()
     try:
-        yield server.url()
+        yield server
     finally:
         server.destroy()
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_server: EmbeddedPostgres | None) -> str:
+    return os.environ["FES_TEST_PG_URL"] if pg_server is None else pg_server.url()
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +87,7 @@ class Lab:
     schema: str
     instance: dg.DagsterInstance
     registry: Registry | None = None
+    cursor: str | None = None
     s3: Any = field(init=False)
 
     def __post_init__(self) -> None:
@@ -194,6 +203,56 @@ class Lab:
             run_config=run_config,
             raise_on_error=False,
         )
+
+    # the sensor, as the daemon would drive it
+    def sensor(self, **settings: Any) -> dg.SensorDefinition:
+        assert self.registry is not None
+        settings.setdefault("reconcile_interval", 0)
+        assets = [a for k in self.registry.by_entity_key() for a in self.assets(k)]
+        return build_bucket_sensor(
+            self.registry, assets, interval=1, settings=ScanSettings(**settings)
+        )
+
+    def tick(self, sensor: dg.SensorDefinition) -> dg.SensorResult:
+        """One evaluation; the cursor is kept only when it succeeds, as the daemon does."""
+        context = dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursor, resources=self.resources()
+        )
+        result = sensor(context)
+        if result.cursor is not None:
+            self.cursor = result.cursor
+        return result
+
+    def execute(self, result: dg.SensorResult) -> list[dg.ExecuteInProcessResult]:
+        """Run every requested run in process on the test instance, tagged as the daemon
+        tags sensor runs."""
+        done = []
+        for request in result.run_requests or []:
+            assert self.registry is not None
+            assets = [a for k in self.registry.by_entity_key() for a in self.assets(k)]
+            done.append(
+                dg.materialize(
+                    assets,
+                    selection=request.asset_selection,
+                    run_config=request.run_config,
+                    tags={**request.tags, RUN_KEY_TAG: request.run_key},
+                    partition_key=request.partition_key,
+                    resources=self.resources(),
+                    instance=self.instance,
+                    raise_on_error=False,
+                )
+            )
+        return done
+
+    def settle(self, sensor: dg.SensorDefinition, max_ticks: int = 20) -> int:
+        """Tick and run until a tick requests nothing; returns the number of runs."""
+        runs = 0
+        for _ in range(max_ticks):
+            result = self.tick(sensor)
+            if not result.run_requests:
+                return runs
+            runs += len(self.execute(result))
+        raise AssertionError("the sensor kept requesting runs")
 
     def sql(self, query: str, *params: Any) -> list[tuple]:
         with psycopg.connect(conninfo(self.pg_url)) as conn:

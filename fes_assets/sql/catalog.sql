@@ -76,7 +76,8 @@ WHERE id = %(id)s;
 
 -- name: files_for_objects
 SELECT f.id, f.bucket, f.key, f.feature_table, f.etag, f.size, f.generation, f.validated,
-       f.status, f.min_event_timestamp, f.max_event_timestamp, t.id AS feature_table_id
+       f.status, f.min_event_timestamp, f.max_event_timestamp,
+       f.indexed_min_timestamp, f.indexed_max_timestamp, t.id AS feature_table_id
 FROM {schema}.files f JOIN {schema}.feature_tables t ON t.name = f.feature_table
 JOIN unnest(%(buckets)s::text[], %(keys)s::text[]) AS o(bucket, key)
   ON o.bucket = f.bucket AND o.key = f.key
@@ -88,3 +89,88 @@ ORDER BY f.id;
 UPDATE {schema}.files SET rows_after_end = 0
 WHERE feature_table = ANY(%(tables)s) AND rows_after_end > 0
   AND max_event_timestamp < %(partitions_end)s;
+
+-- name: files_touching
+-- Files of the tables whose current or indexed rows may fall in [run_start, run_end).
+SELECT id, generation FROM {schema}.files
+WHERE feature_table = ANY(%(tables)s)
+  AND ((min_event_timestamp < %(run_end)s AND max_event_timestamp >= %(run_start)s)
+    OR (indexed_min_timestamp < %(run_end)s AND indexed_max_timestamp >= %(run_start)s));
+
+-- name: applied_state
+SELECT id, generation, status, min_event_timestamp, max_event_timestamp,
+       indexed_min_timestamp, indexed_max_timestamp
+FROM {schema}.files WHERE id = ANY(%(ids)s);
+
+-- name: set_applied
+UPDATE {schema}.files AS f
+SET applied_generation = CASE WHEN u.covered THEN u.generation ELSE f.applied_generation END,
+    indexed_min_timestamp = u.lo, indexed_max_timestamp = u.hi,
+    status = CASE WHEN u.covered AND f.status = 'pending' THEN 'indexed' ELSE f.status END,
+    indexed_at = CASE WHEN u.covered AND f.status = 'pending' THEN now() ELSE f.indexed_at END
+FROM unnest(%(ids)s::bigint[], %(generations)s::int[], %(covered)s::boolean[],
+            %(lo)s::timestamptz[], %(hi)s::timestamptz[]) AS u(id, generation, covered, lo, hi)
+WHERE f.id = u.id AND f.generation = u.generation;
+
+-- name: unapplied
+SELECT f.id, f.bucket, f.key, f.feature_table, f.generation, f.attempt, f.status,
+       f.min_event_timestamp, f.max_event_timestamp,
+       f.indexed_min_timestamp, f.indexed_max_timestamp,
+       f.requested_generation, f.requested_attempt, f.requested_run_key, f.requested_at
+FROM {schema}.files f
+WHERE f.feature_table = ANY(%(tables)s) AND f.applied_generation < f.generation
+ORDER BY f.min_event_timestamp NULLS FIRST, f.id
+LIMIT %(limit)s;
+
+-- name: mark_requested
+UPDATE {schema}.files AS f
+SET requested_generation = u.generation, requested_attempt = f.attempt,
+    requested_run_key = %(run_key)s, requested_at = now()
+FROM unnest(%(ids)s::bigint[], %(generations)s::int[]) AS u(id, generation)
+WHERE f.id = u.id AND f.generation = u.generation;
+
+-- name: next_attempt
+UPDATE {schema}.files SET attempt = attempt + 1
+WHERE id = ANY(%(ids)s) AND applied_generation < generation;
+
+-- name: future_files
+-- Indexed files with rows dated after the last partition when they were read.
+SELECT f.id, f.bucket, f.key, f.feature_table, f.generation
+FROM {schema}.files f
+WHERE f.feature_table = ANY(%(tables)s) AND f.status = 'indexed' AND f.rows_after_end > 0;
+
+-- name: forget_failed_etags
+-- `fes retry`: failed files are catalogued afresh, as if their objects had changed.
+UPDATE {schema}.files SET etag = NULL
+WHERE status = 'failed' AND (cardinality(%(keys)s::text[]) = 0 OR key = ANY(%(keys)s))
+RETURNING bucket, key, feature_table;
+
+-- name: known_objects
+SELECT id, key, feature_table, etag, status
+FROM {schema}.files
+WHERE bucket = %(bucket)s AND key = ANY(%(keys)s) AND feature_table = ANY(%(tables)s);
+
+-- name: known_in_key_range
+-- Catalogued objects in (after, upto] in S3's key order (bytewise, hence COLLATE "C").
+SELECT id, key, feature_table FROM {schema}.files
+WHERE bucket = %(bucket)s AND feature_table = ANY(%(tables)s) AND status <> 'deleted'
+  AND starts_with(key, %(prefix)s)
+  AND (%(after)s::text IS NULL OR key COLLATE "C" > %(after)s::text COLLATE "C")
+  AND (%(upto)s::text IS NULL OR key COLLATE "C" <= %(upto)s::text COLLATE "C");
+
+-- name: known_object_rows
+SELECT id, feature_table, status FROM {schema}.files
+WHERE bucket = %(bucket)s AND key = %(key)s AND status <> 'deleted';
+
+-- name: reopen_future_files
+-- A new day began: files with rows dated after the last partition need a run again.
+UPDATE {schema}.files
+SET applied_generation = LEAST(applied_generation, generation - 1)
+WHERE feature_table = ANY(%(tables)s) AND status = 'indexed' AND rows_after_end > 0;
+
+-- name: settle_without_rows
+-- Unapplied files that leave no row to add or remove (failed or deleted before any of their
+-- rows reached the index): nothing for a run to do.
+UPDATE {schema}.files SET applied_generation = generation,
+    indexed_min_timestamp = NULL, indexed_max_timestamp = NULL
+WHERE id = ANY(%(ids)s);

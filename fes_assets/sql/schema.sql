@@ -40,10 +40,22 @@ CREATE TABLE IF NOT EXISTS {schema}.files (
     has_statistics boolean NOT NULL DEFAULT true,
     catalogued_at timestamptz NOT NULL DEFAULT now(),
     indexed_at timestamptz,
+    -- The generation whose rows the index holds in every day it touches, and the range of
+    -- event timestamps those rows (of any generation) may still occupy.
+    applied_generation integer NOT NULL DEFAULT 0,
+    indexed_min_timestamp timestamptz,
+    indexed_max_timestamp timestamptz,
+    -- The sensor's last request for this file: which version, which attempt, which run.
+    requested_generation integer,
+    requested_attempt integer,
+    requested_run_key text,
+    requested_at timestamptz,
     UNIQUE (bucket, key, feature_table)
 );
 CREATE INDEX IF NOT EXISTS files_by_table_time
     ON {schema}.files (feature_table, min_event_timestamp, max_event_timestamp);
+CREATE INDEX IF NOT EXISTS files_unapplied
+    ON {schema}.files (feature_table) WHERE applied_generation < generation;
 
 -- name: create_jobs
 CREATE TABLE IF NOT EXISTS {schema}.jobs (
