@@ -1,0 +1,113 @@
+"""Event mode: MinIO's PostgreSQL notification table (format `access`) drives the sensor."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from urllib.parse import quote_plus
+
+import psycopg
+import pyarrow as pa
+
+from fes_assets.index import conninfo
+
+T0 = datetime(2021, 4, 1, tzinfo=UTC)
+DRIVERS = {
+    "driver_hourly_stats": {
+        "prefix": "driver_hourly_stats/",
+        "entities": {"driver_id": "INT64"},
+        "timestamp_column": "event_timestamp",
+    }
+}
+
+
+def drivers(ids) -> pa.Table:
+    return pa.table(
+        {
+            "driver_id": pa.array(ids, pa.int64()),
+            "event_timestamp": pa.array([T0] * len(ids), pa.timestamp("us", tz="UTC")),
+        }
+    )
+
+
+class MinioTable:
+    """A table as MinIO's PostgreSQL target creates and fills it in format `access`."""
+
+    def __init__(self, lab):
+        self.lab, self.name, self.seq = lab, f"{lab.schema}_events.minio_events", 0
+        with psycopg.connect(conninfo(lab.pg_url)) as conn:
+            conn.execute(f"CREATE SCHEMA {lab.schema}_events")
+            conn.execute(
+                f"CREATE TABLE {self.name} (event_time timestamptz NOT NULL, event_data jsonb)"
+            )
+
+    def emit(self, name: str, key: str) -> None:
+        self.seq += 1
+        head = {}
+        if name.startswith("s3:ObjectCreated"):
+            h = self.lab.s3.head_object(Bucket=self.lab.bucket, Key=key)
+            head = {"size": h["ContentLength"], "eTag": h["ETag"].strip('"')}
+        when = datetime.now(UTC)
+        event = {
+            "eventVersion": "2.0",
+            "eventSource": "minio:s3",
+            "awsRegion": "",
+            "eventTime": when.isoformat(),
+            "eventName": name,
+            "s3": {
+                "s3SchemaVersion": "1.0",
+                "bucket": {"name": self.lab.bucket},
+                "object": {
+                    "key": quote_plus(key, safe=""),
+                    "sequencer": f"{self.seq:016X}",
+                    **head,
+                },
+            },
+        }
+        with psycopg.connect(conninfo(self.lab.pg_url)) as conn:
+            conn.execute(
+                f"INSERT INTO {self.name} VALUES (%s, %s)", (when, json.dumps({"Records": [event]}))
+            )
+
+
+def test_events_drive_puts_overwrites_and_deletes(lab):
+    lab.use_registry(DRIVERS)
+    events = MinioTable(lab)
+    sensor = lab.sensor(events_table=events.name, reconcile_interval=3600)
+    assert not lab.tick(sensor).run_requests  # first tick: the initial reconcile, empty
+
+    key = "driver_hourly_stats/date=2021-04-01/part 1.parquet"
+    lab.put(key, drivers([1, 2]))
+    events.emit("s3:ObjectCreated:Put", key)
+    lab.put("driver_hourly_stats/b.parquet", drivers([3]))
+    events.emit("s3:ObjectCreated:Put", "driver_hourly_stats/b.parquet")
+    assert lab.settle(sensor) == 1
+    assert lab.ids("entity_driver_id", "driver_id") == [(1,), (2,), (3,)]
+    assert lab.ids("entity_driver_id", "path", where="WHERE driver_id = 1") == [
+        (f"s3://{lab.bucket}/{key}",)
+    ]
+
+    events.emit("s3:ObjectCreated:Put", key)  # re-delivered: nothing starts twice
+    assert lab.settle(sensor) == 0
+
+    lab.put(key, drivers([10]))
+    events.emit("s3:ObjectCreated:Put", key)
+    lab.delete("driver_hourly_stats/b.parquet")
+    events.emit("s3:ObjectRemoved:Delete", "driver_hourly_stats/b.parquet")
+    assert lab.settle(sensor) >= 1
+    assert lab.ids("entity_driver_id", "driver_id") == [(10,)]
+    assert lab.ids("latest_driver_id", "driver_id") == [(10,)]
+    cursor = json.loads(lab.cursor)
+    assert cursor["events"][1] == f"{events.seq:016X}"
+
+
+def test_reconcile_heals_a_missed_event(lab):
+    lab.use_registry(DRIVERS)
+    events = MinioTable(lab)
+    sensor = lab.sensor(events_table=events.name, reconcile_interval=3600)
+    assert not lab.tick(sensor).run_requests
+    lab.put("driver_hourly_stats/missed.parquet", drivers([5]))  # no event
+    assert lab.settle(sensor) == 0
+    healing = lab.sensor(events_table=events.name, reconcile_interval=0)
+    assert lab.settle(healing) == 1
+    assert lab.ids("entity_driver_id", "driver_id") == [(5,)]
