@@ -86,8 +86,10 @@ class BucketScanner:
         today = now.date().isoformat()
         if cursor.today is not None and cursor.today != today:
             result.new_day = True
+            tables = {"tables": self._all_tables(), "partitions_end": self._end}
             with self.db.connect() as conn:
-                conn.execute(self._t("reopen_future_files"), {"tables": self._all_tables()})
+                conn.execute(self._t("reopen_future_files"), tables)
+                conn.execute(self._t("settle_future_rows"), tables)
         cursor.today = today
         try:
             if self.settings.events_table:

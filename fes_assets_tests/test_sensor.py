@@ -196,3 +196,20 @@ def test_cursor_round_trips():
     )
     assert ScanCursor.loads(cursor.dumps()) == cursor
     assert ScanCursor.loads(None) == ScanCursor()
+
+
+def test_future_rows_are_requested_again_when_their_day_starts(lab, monkeypatch):
+    monkeypatch.setenv("FES_NOW", "2021-04-01T12:00:00+00:00")
+    lab.use_registry(DRIVERS)
+    sensor = lab.sensor()
+    lab.put("driver_hourly_stats/a.parquet", drivers([1, 2], [T0, T0 + timedelta(days=2)]))
+    assert lab.settle(sensor) == 1
+    assert lab.ids("entity_driver_id", "driver_id") == [(1,)]
+    assert lab.sql("SELECT rows_after_end FROM files") == [(1,)]
+    monkeypatch.setenv("FES_NOW", "2021-04-03T00:10:00+00:00")
+    assert lab.settle(sensor) == 1
+    assert lab.ids("entity_driver_id", "driver_id") == [(1,), (2,)]
+    assert lab.ids("latest_driver_id", "driver_id") == [(1,), (2,)]
+    assert lab.sql("SELECT rows_after_end FROM files") == [(0,)]
+    monkeypatch.setenv("FES_NOW", "2021-04-04T00:10:00+00:00")
+    assert lab.settle(sensor) == 0
