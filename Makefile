@@ -4,7 +4,7 @@
 UV := $(shell uv --version >/dev/null 2>&1 && echo uv || echo .tools/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format clean
+.PHONY: install test demo lint format clean
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -27,3 +27,6 @@ format: install
 
 clean:
 	rm -rf .venv .tools .pytest_cache .ruff_cache
+
+demo: install
+	$(UV) run fes demo

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zlib
 from collections.abc import Iterator, Sequence
@@ -146,11 +147,48 @@ class IndexDb:
 
     # --- schema -------------------------------------------------------------------------
 
+    def _fingerprint(self, registry: Registry) -> str:
+        layout = {
+            "version": SCHEMA_VERSION,
+            "entities": {k: registry.entity_types(k) for k in registry.by_entity_key()},
+            "tables": sorted(registry.feature_tables),
+        }
+        return hashlib.sha1(json.dumps(layout, sort_keys=True).encode()).hexdigest()
+
+    def _current_ids(self, registry: Registry) -> dict[str, int] | None:
+        """Feature-table ids when the index already has this registry's layout, else None."""
+        s = sql.Identifier(self.schema)
+        try:
+            with self.connect() as conn:
+                meta = {
+                    r["key"]: r["value"]
+                    for r in conn.execute(
+                        sql.SQL(
+                            "SELECT key, value FROM {}.meta "
+                            "WHERE key IN ('layout', 'schema_version')"
+                        ).format(s)
+                    )
+                }
+                if meta.get("schema_version") != SCHEMA_VERSION or meta.get(
+                    "layout"
+                ) != self._fingerprint(registry):
+                    return None
+                rows = conn.execute(sql.SQL("SELECT id, name FROM {}.feature_tables").format(s))
+                return {r["name"]: r["id"] for r in rows}
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+            return None
+
     def ensure_schema(self, registry: Registry) -> dict[str, int]:
         """Create what is missing, check the stored version and entity types, and register
         feature tables. Returns feature-table name -> id."""
+        # DDL takes table locks even when it finds nothing to do, and would wait on (or
+        # deadlock with) other runs' writes: skip it when the layout is already in place.
+        current = self._current_ids(registry)
+        if current is not None:
+            return current
         with self.connect() as conn, conn.transaction():
-            # Serialise concurrent first runs creating the same objects.
+            # Exclusive against every writer's shared hold (see `writing`), so DDL never
+            # interleaves with data transactions.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_id("schema"),))
             for name in (
                 "create_schema",
@@ -165,7 +203,19 @@ class IndexDb:
                 n = self.names(registry, key)
                 for name in ("create_rows", "create_latest", "create_changes", "create_views"):
                     conn.execute(template("entity", name, **n.parts()))
-            return self._register_tables(conn, registry)
+            ids = self._register_tables(conn, registry)
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {}.meta (key, value) VALUES ('layout', %s) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+                ).format(sql.Identifier(self.schema)),
+                (json.dumps(self._fingerprint(registry)),),
+            )
+            return ids
+
+    def hold_schema(self, conn: psycopg.Connection) -> None:
+        """Within a data transaction: a shared hold that keeps schema changes out."""
+        conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (self._lock_id("schema"),))
 
     def _check_meta(self, conn: psycopg.Connection, registry: Registry) -> None:
         meta = {
@@ -245,6 +295,7 @@ class IndexDb:
         """A transaction holding the day's lock (ascending order: one day at a time) and a
         shared hold on the entity key's latest gate."""
         with self.connect() as conn, conn.transaction():
+            self.hold_schema(conn)
             conn.execute(
                 "SELECT pg_advisory_xact_lock_shared(%s)", (self._lock_id(f"latest:{names.key}"),)
             )
@@ -310,6 +361,7 @@ class IndexDb:
         """Recompute latest for every id changed since the last catch-up."""
         parts = names.parts()
         with self.connect() as conn, conn.transaction():
+            self.hold_schema(conn)
             conn.execute(
                 "SELECT pg_advisory_xact_lock(%s)", (self._lock_id(f"latest:{names.key}"),)
             )
@@ -351,6 +403,7 @@ class IndexDb:
         types = self._stored_types(entity_key)
         names = EntityNames(self.schema, entity_key, sorted(types), types)
         with self.connect() as conn, conn.transaction():
+            self.hold_schema(conn)
             conn.execute(
                 "SELECT pg_advisory_xact_lock(%s)", (self._lock_id(f"latest:{entity_key}"),)
             )
@@ -403,6 +456,8 @@ class IndexDb:
         registry's types."""
         s = sql.Identifier(self.schema)
         with self.connect() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_id("schema"),))
+            conn.execute(sql.SQL("DELETE FROM {}.meta WHERE key = 'layout'").format(s))
             for view in (f"entity_{key}", f"latest_{key}"):
                 conn.execute(sql.SQL("DROP VIEW IF EXISTS {}.{}").format(s, sql.Identifier(view)))
             for table in (f"_e_{key}", f"_l_{key}", f"_c_{key}"):

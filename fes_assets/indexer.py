@@ -26,6 +26,9 @@ from .readers import ARROW_TYPES, TS_TYPE, BadObjectError, iter_row_groups, read
 from .registry import FeatureTable, Registry
 
 CACHE_BYTES = 256 * 2**20
+# Called after each day a run commits, with (entity key, day, rows): a command line's progress
+# bar listens here when it runs materializations in its own process.
+PROGRESS_HOOKS: list[Callable[[str, date, int], None]] = []
 FUTURE_TOLERANCE = timedelta(minutes=5)
 _US_PER_DAY = 86_400_000_000
 
@@ -154,6 +157,8 @@ class EntityIndexer:
                 t0 = _time.perf_counter()
                 rows = self._index_day(day, listed, report, now)
                 report.rows_per_day[day] = rows
+                for hook in PROGRESS_HOOKS:
+                    hook(self.key, day, rows)
                 dt = _time.perf_counter() - t0
                 self.log(
                     f"{self.names.entity_view} {day}: {rows} rows in {dt:.2f}s "

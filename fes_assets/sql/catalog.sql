@@ -174,3 +174,19 @@ WHERE feature_table = ANY(%(tables)s) AND status = 'indexed' AND rows_after_end 
 UPDATE {schema}.files SET applied_generation = generation,
     indexed_min_timestamp = NULL, indexed_max_timestamp = NULL
 WHERE id = ANY(%(ids)s);
+
+-- name: status_by_table
+SELECT feature_table,
+       count(*) FILTER (WHERE status = 'indexed') AS indexed,
+       count(*) FILTER (WHERE status = 'pending') AS pending,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'deleted') AS deleted,
+       count(*) FILTER (WHERE applied_generation < generation) AS lagging,
+       max(indexed_at) AS last_indexed
+FROM {schema}.files GROUP BY feature_table ORDER BY feature_table;
+
+-- name: lagging_files
+SELECT bucket, key, feature_table, status, generation, applied_generation, attempt, error
+FROM {schema}.files
+WHERE applied_generation < generation OR status IN ('pending', 'failed')
+ORDER BY feature_table, bucket, key LIMIT %(limit)s;

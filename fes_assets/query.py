@@ -1,0 +1,126 @@
+"""Entity ids for Feast: `entity_df(...)` gives the DataFrame `get_historical_features`
+expects — the join keys and a UTC-aware `event_timestamp`, distinct rows."""
+
+from __future__ import annotations
+
+import os
+from datetime import date, datetime, time
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from .clock import parse_instant
+from .index import DEFAULT_SCHEMA, EntityNames, IndexDb
+from .settings import index_url
+from .sqlfiles import template
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+Instant = date | datetime | str | None
+
+
+class QueryError(ValueError):
+    """The arguments do not describe a query; the message says why."""
+
+
+def to_instant(value: Instant, what: str) -> datetime | None:
+    """A date (midnight UTC), a datetime or an ISO string (naive means UTC), or None."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, str):
+            return parse_instant(value)
+        if isinstance(value, datetime):
+            return parse_instant(value.isoformat())
+        if isinstance(value, date):
+            return parse_instant(datetime.combine(value, time()).isoformat())
+    except ValueError as e:
+        raise QueryError(f"{what} {value!r} is not a date or ISO timestamp") from e
+    raise QueryError(f"{what} {value!r} is not a date or ISO timestamp")
+
+
+def adbc_uri(url: str) -> str:
+    """A libpq URI for ADBC from a SQLAlchemy URL."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class EntityQuery:
+    def __init__(self, db: IndexDb) -> None:
+        self.db = db
+
+    def _names(self, feature_table: str) -> tuple[int, EntityNames]:
+        t = template("query", "feature_table", schema=sql.Identifier(self.db.schema))
+        try:
+            with self.db.connect() as conn:
+                row = conn.execute(t, {"name": feature_table}).fetchone()
+        except Exception as e:
+            if "does not exist" in str(e):
+                raise QueryError(f"no index in schema {self.db.schema!r} yet") from e
+            raise
+        if row is None or row["types"] is None:
+            raise QueryError(f"unknown feature table {feature_table!r}")
+        types = row["types"]
+        return row["id"], EntityNames(self.db.schema, row["entity_key"], sorted(types), types)
+
+    def arrow(
+        self,
+        feature_table: str,
+        start: Instant = None,
+        end: Instant = None,
+        *,
+        latest: bool = False,
+        as_of: Instant = None,
+    ) -> pa.Table:
+        if latest and as_of is not None:
+            raise QueryError("latest and as_of cannot be combined")
+        lo, hi = to_instant(start, "start"), to_instant(end, "end")
+        at = to_instant(as_of, "as_of")
+        if lo is not None and hi is not None and hi <= lo:
+            raise QueryError(f"end {hi.isoformat()} is not after start {lo.isoformat()}")
+        table_id, names = self._names(feature_table)
+        if at is not None:
+            name = "as_of"
+        elif latest:
+            name = "latest_all" if lo is None and hi is None else "latest_window"
+        else:
+            name = "window"
+        parts = names.parts()
+        parts["ids"] = parts["id_list"]
+        params = [table_id, lo, hi, at][: {"latest_all": 1, "as_of": 4}.get(name, 3)]
+        import adbc_driver_postgresql.dbapi as adbc
+
+        with adbc.connect(adbc_uri(self.db.url)) as conn, conn.cursor() as cur:
+            query = template("query", name, **parts).as_string(None)
+            cur.execute(query, params)
+            table = cur.fetch_arrow_table()
+        ts = table.column("event_timestamp").cast(pa.timestamp("us", tz="UTC"))
+        return table.set_column(
+            table.schema.get_field_index("event_timestamp"), "event_timestamp", ts
+        )
+
+
+def entity_df(
+    feature_table: str,
+    start: Instant = None,
+    end: Instant = None,
+    *,
+    latest: bool = False,
+    as_of: Instant = None,
+    url: str | None = None,
+    schema: str | None = None,
+) -> pd.DataFrame:
+    """Entity ids of `feature_table` as an entity_df for Feast.
+
+    - default: every indexed (ids, event_timestamp) in [start, end) — training sets;
+    - `latest=True`: each id's newest event in the window;
+    - `as_of=T`: each id seen in [start, min(end, T)) once, with event_timestamp T — batch
+      prediction.
+    `start` is inclusive, `end` exclusive; dates mean midnight UTC, naive timestamps UTC,
+    None is unbounded. The index comes from `url` or FES_PG_URL (schema FES_SCHEMA).
+    """
+    db = IndexDb(url or index_url(), schema or os.environ.get("FES_SCHEMA", DEFAULT_SCHEMA))
+    table = EntityQuery(db).arrow(feature_table, start, end, latest=latest, as_of=as_of)
+    return table.to_pandas()

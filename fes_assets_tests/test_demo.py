@@ -1,0 +1,148 @@
+"""`fes demo` as a newcomer runs it: the UI answers, the sensor indexes the sample data, and
+Ctrl-C leaves nothing running; a second start is clean."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from fes_assets.local import free_port
+from fes_assets.query import entity_df
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = "{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }"
+
+
+def graphql(ui: str, query: str) -> dict:
+    request = urllib.request.Request(
+        f"{ui}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return json.load(response)["data"]
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def start_demo(folder: Path, port: int, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "FES_DEMO_DIR": str(folder), "FES_SENSOR_INTERVAL_SECONDS": "2"}
+    for name in ("FES_PG_URL", "DAGSTER_HOME", "FES_CONFIG", "FES_SCHEMA"):
+        env.pop(name, None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "fes_assets.cli", "demo", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop_demo(demo: subprocess.Popen) -> None:
+    if demo.poll() is None:
+        demo.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        try:
+            demo.wait(120)
+        except subprocess.TimeoutExpired:
+            os.killpg(demo.pid, signal.SIGKILL)
+
+
+def leftovers(folder: Path) -> list[str]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        line = " ".join(p.info["cmdline"] or [])
+        if str(folder) in line or ("dagster" in line and "FES_DEMO_DIR" in line):
+            found.append(line[:120])
+    return found
+
+
+def demo_settings(folder: Path) -> dict[str, str]:
+    text = (folder / "demo.env").read_text()
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+@pytest.mark.timeout(600)
+def test_demo_indexes_the_sample_data_and_stops_cleanly(tmp_path):
+    folder = tmp_path / "demo"
+    port = free_port()
+    ui = f"http://127.0.0.1:{port}"
+    demo = start_demo(folder, port, tmp_path / "demo.log")
+    try:
+        wait_for(
+            lambda: (tmp_path / "demo.log").read_text().count("Press Ctrl-C"),
+            240,
+            "the demo's banner",
+        )
+        printed = (tmp_path / "demo.log").read_text()
+        assert f"The Dagster UI is at {ui}" in printed
+        assert "uv run fes entities driver_hourly_stats" in printed
+
+        def all_runs_done():
+            runs = graphql(ui, RUNS)["runsOrError"]["results"]
+            return runs if len(runs) >= 3 and all(r["status"] == "SUCCESS" for r in runs) else None
+
+        runs = wait_for(all_runs_done, 240, "the sensor's runs")
+        assert len(runs) <= 6  # a handful of ranged runs, not one per day
+        assert any(
+            t["key"] == "dagster/asset_partition_range_start" for r in runs for t in r["tags"]
+        )
+        settings = demo_settings(folder)
+        df = entity_df(
+            "driver_hourly_stats", "2021-04-01", "2021-04-15", url=settings["FES_PG_URL"]
+        )
+        assert len(df) == 50 * 24 * 14
+        assert len(entity_df("driver_customer_trips", latest=True, url=settings["FES_PG_URL"])) > 0
+        # The printed command works as printed, from another terminal.
+        out = subprocess.run(
+            [sys.executable, "-m", "fes_assets.cli", "entities", "driver_hourly_stats", "--latest"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={
+                k: v
+                for k, v in {**os.environ, "FES_DEMO_DIR": str(folder)}.items()
+                if k != "FES_PG_URL"
+            },
+        )
+        assert out.returncode == 0, out.stderr
+        assert len(out.stdout.splitlines()) == 51  # header and 50 drivers
+    finally:
+        stop_demo(demo)
+    assert demo.returncode == 0
+    assert wait_for(
+        lambda: not leftovers(folder) or None, 30, "processes to end"
+    ) is None or not leftovers(folder)
+
+    # A second start finds its data and starts cleanly.
+    demo = start_demo(folder, port, tmp_path / "demo2.log")
+    try:
+        wait_for(
+            lambda: (tmp_path / "demo2.log").read_text().count("Press Ctrl-C"),
+            240,
+            "the second banner",
+        )
+        assert graphql(ui, RUNS)["runsOrError"]["results"]
+    finally:
+        stop_demo(demo)
+    assert demo.returncode == 0
+    time.sleep(2)
+    assert not leftovers(folder)
