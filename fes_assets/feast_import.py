@@ -100,8 +100,8 @@ def import_feast_repo(repo_path: str | Path, partitions_start: str = "2021-01-01
             tables[view.name] = spec
             buckets[url.netloc] = buckets.get(url.netloc, 0) + 1
     if buckets:
-        # The most common bucket goes to the top level; the others stay per table.
-        top = max(buckets, key=lambda b: buckets[b])
+        # The most common bucket (ties: the first by name) goes to the top level.
+        top = sorted(buckets, key=lambda b: (-buckets[b], b))[0]
         result.registry = {"bucket": top, **result.registry}
         for spec in tables.values():
             if spec["bucket"] == top:
