@@ -49,7 +49,7 @@ def _write_dagster_home(home: Path) -> None:
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(
         "storage:\n  postgres:\n    postgres_url:\n      env: DAGSTER_PG_URL\n"
-        "telemetry:\n  enabled: false\n"
+        "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
     )
 
 
@@ -97,6 +97,8 @@ def run_demo(live: bool = False, port: int = 3000) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop_on_term)
+    # A shell starts background jobs with SIGINT ignored; Ctrl-C must still stop the demo.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         _say(f"starting PostgreSQL (data in {folder / 'pg'}) and an S3 server ...")
         pg.start()
