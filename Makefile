@@ -1,7 +1,13 @@
 # Two commands on a fresh machine with Python 3.11+, pip and make: `make demo` and `make test`.
 # uv is bootstrapped into .tools/ when it is not on PATH.
 
-UV := $(shell uv --version >/dev/null 2>&1 && echo uv || echo .tools/bin/uv)
+ifeq ($(shell uv --version >/dev/null 2>&1 && echo yes),yes)
+UV := uv
+UV_BOOTSTRAP :=
+else
+UV := .tools/bin/uv
+UV_BOOTSTRAP := .tools/bin/uv
+endif
 PYTEST_ARGS ?=
 
 .PHONY: install test demo lint format clean
@@ -10,7 +16,7 @@ PYTEST_ARGS ?=
 	python3 -m venv .tools
 	.tools/bin/pip install --quiet uv
 
-install: $(UV)
+install: $(UV_BOOTSTRAP)
 	$(UV) sync --locked --all-extras
 
 test: install
