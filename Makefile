@@ -10,7 +10,7 @@ UV_BOOTSTRAP := .tools/bin/uv
 endif
 PYTEST_ARGS ?=
 
-.PHONY: install test demo lint format clean
+.PHONY: install test demo bench bench-full lint format clean
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -36,3 +36,9 @@ clean:
 
 demo: install
 	$(UV) run fes demo
+
+bench: install
+	$(UV) run python -m bench.run
+
+bench-full: install
+	$(UV) run python -m bench.run --full
