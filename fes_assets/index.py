@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -48,6 +50,13 @@ def conninfo(url: str) -> str:
 def day_bounds(day: date) -> tuple[datetime, datetime]:
     start = datetime.combine(day, time(), tzinfo=UTC)
     return start, start + timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class EncodedDay:
+    rows: int
+    rows_stream: bytes
+    changes_stream: bytes
 
 
 @dataclass(frozen=True)
@@ -129,14 +138,41 @@ class IndexDb:
         self.url = url
         self.schema = schema
         self._conninfo = conninfo(url)
+        self._idle: list[psycopg.Connection] = []
+        self._pool_lock = threading.Lock()
 
     def __repr__(self) -> str:  # the URL may hold a password
         return f"IndexDb(schema={self.schema!r})"
 
     @contextmanager
     def connect(self) -> Iterator[psycopg.Connection]:
-        with psycopg.connect(self._conninfo, row_factory=dict_row, connect_timeout=10) as conn:
+        """A connection that commits when the block succeeds and rolls back when it raises.
+        Idle connections are kept for reuse: a run makes hundreds of short calls, and opening
+        a connection costs more than most of them."""
+        with self._pool_lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None or conn.closed or conn.broken:
+            conn = psycopg.connect(self._conninfo, row_factory=dict_row, connect_timeout=10)
+        try:
             yield conn
+        except BaseException:
+            if not conn.closed:
+                with contextlib.suppress(psycopg.Error):
+                    conn.rollback()
+            conn.close()  # its state is unknown: never hand it out again
+            raise
+        conn.commit()
+        with self._pool_lock:
+            if len(self._idle) < 4:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
     def names(self, registry: Registry, key: str) -> EntityNames:
         types = registry.entity_types(key)
@@ -305,24 +341,42 @@ class IndexDb:
             )
             yield conn
 
+    def encode_day(self, names: EntityNames, rows: pa.Table) -> EncodedDay:
+        """COPY streams for a day's new rows (sorted, so each partition is stored in time
+        order) and for the distinct ids they bring. CPU-only: runs ahead of the writes."""
+        if not rows.num_rows:
+            return EncodedDay(0, b"", b"")
+        columns = [
+            *names.join_keys,
+            "feature_table_id",
+            "event_timestamp",
+            "created_timestamp",
+            "file_id",
+        ]
+        ordered = rows.sort_by(
+            [("feature_table_id", "ascending"), ("event_timestamp", "ascending")]
+        ).select(columns)
+        keys = [*names.join_keys, "feature_table_id"]
+        changed = rows.select(keys).group_by(keys).aggregate([]).select(keys)
+        return EncodedDay(rows.num_rows, pgcopy.encode(ordered), pgcopy.encode(changed))
+
     def replace_day(
         self,
         conn: psycopg.Connection,
         names: EntityNames,
         day: date,
-        rows: pa.Table,
+        encoded: EncodedDay,
         *,
         feature_table_ids: Sequence[int] | None = None,
         file_ids: Sequence[int] | None = None,
     ) -> int:
         """Within `conn`'s day transaction: remove the day's rows of `feature_table_ids`
-        (a rebuild) or of `file_ids` (a change list), load `rows`, and record every id
-        touched for latest. `rows` has the join keys, feature_table_id, event_timestamp,
-        created_timestamp and file_id columns."""
+        (a rebuild) or of `file_ids` (a change list), load the new rows, and record every id
+        touched for latest."""
         parts = names.parts(partition=sql.Identifier(names.partition(day)))
         if feature_table_ids is not None:
             params = {"feature_table_ids": list(feature_table_ids)}
-            conn.execute(template("entity", "record_day_changes", **parts), params)
+            conn.execute(template("entity", "record_day_changes", **parts), params)  # old rows
             others = conn.execute(
                 template("entity", "count_other_tables", **parts), params
             ).fetchone()
@@ -334,26 +388,12 @@ class IndexDb:
             params = {"file_ids": list(file_ids)}
             conn.execute(template("entity", "record_file_changes", **parts), params)
             conn.execute(template("entity", "delete_day_files", **parts), params)
-        if rows.num_rows:
-            ordered = rows.sort_by(
-                [("feature_table_id", "ascending"), ("event_timestamp", "ascending")]
-            )
-            ordered = ordered.select(
-                [
-                    *names.join_keys,
-                    "feature_table_id",
-                    "event_timestamp",
-                    "created_timestamp",
-                    "file_id",
-                ]
-            )
+        if encoded.rows:
             with conn.cursor().copy(template("entity", "copy_day", **parts)) as copy:
-                copy.write(pgcopy.encode(ordered))
-            new_files = sorted(set(rows.column("file_id").to_pylist()))
-            conn.execute(
-                template("entity", "record_file_changes", **parts), {"file_ids": new_files}
-            )
-        return rows.num_rows
+                copy.write(encoded.rows_stream)
+            with conn.cursor().copy(template("entity", "copy_changes", **parts)) as copy:
+                copy.write(encoded.changes_stream)
+        return encoded.rows
 
     # --- latest ---------------------------------------------------------------------------
 

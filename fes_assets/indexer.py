@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time as _time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -20,7 +21,7 @@ from .catalog import (
     partitions_begin,
     partitions_end,
 )
-from .index import EntityNames, IndexDb, day_bounds
+from .index import EncodedDay, EntityNames, IndexDb, day_bounds
 from .objects import ObjectChangedError, ObjectStore
 from .readers import ARROW_TYPES, TS_TYPE, BadObjectError, iter_row_groups, read_footer
 from .registry import FeatureTable, Registry
@@ -90,6 +91,14 @@ def _touches(f: dict, start: datetime, end: datetime) -> bool:
     return False
 
 
+@dataclass
+class _Prepared:
+    day: date
+    encoded: EncodedDay
+    applied: list[int]  # files whose rows the day now holds
+    touched: list[dict]  # change lists: files whose rows in the day are replaced
+
+
 class _Unreadable(Exception):
     pass
 
@@ -153,17 +162,23 @@ class EntityIndexer:
             listed = self._files_for_objects(changes)
             seen = {f["id"]: f["generation"] for f in listed}
         try:
-            for i, day in enumerate(days, 1):
-                t0 = _time.perf_counter()
-                rows = self._index_day(day, listed, report, now)
-                report.rows_per_day[day] = rows
-                for hook in PROGRESS_HOOKS:
-                    hook(self.key, day, rows)
-                dt = _time.perf_counter() - t0
-                self.log(
-                    f"{self.names.entity_view} {day}: {rows} rows in {dt:.2f}s "
-                    f"({rows / dt if dt else 0:,.0f} rows/s) [{i}/{len(days)} days]"
-                )
+            # One day is read and encoded ahead while the previous one is written.
+            with ThreadPoolExecutor(1, thread_name_prefix="fes-read") as reader:
+                ahead = reader.submit(self._prepare_day, days[0], listed, report, now)
+                for i, day in enumerate(days, 1):
+                    t0 = _time.perf_counter()
+                    prepared = ahead.result()
+                    if i < len(days):
+                        ahead = reader.submit(self._prepare_day, days[i], listed, report, now)
+                    rows = self._write_day(prepared, listed)
+                    report.rows_per_day[day] = rows
+                    for hook in PROGRESS_HOOKS:
+                        hook(self.key, day, rows)
+                    dt = _time.perf_counter() - t0
+                    self.log(
+                        f"{self.names.entity_view} {day}: {rows} rows in {dt:.2f}s "
+                        f"({rows / dt if dt else 0:,.0f} rows/s) [{i}/{len(days)} days]"
+                    )
         except BaseException as e:
             self._end_jobs(False, f"run failed: {e}", report)
             raise
@@ -202,9 +217,11 @@ class EntityIndexer:
                 )
             )
 
-    def _index_day(
+    def _prepare_day(
         self, day: date, listed: list[dict] | None, report: RunReport, now: datetime
-    ) -> int:
+    ) -> _Prepared | None:
+        """Read and encode a day's rows (no writes): runs ahead of the previous day's
+        transaction, so reading overlaps writing."""
         start, end = day_bounds(day)
         if listed is None:
             files = self.catalog.files_for_day([t.name for t in self.tables], day)
@@ -212,7 +229,7 @@ class EntityIndexer:
         else:
             touched = [f for f in listed if _touches(f, start, end)]
             if not touched:
-                return 0  # none of the listed objects has or had rows on this day
+                return None  # none of the listed objects has or had rows on this day
             files = [
                 f
                 for f in touched
@@ -232,23 +249,28 @@ class EntityIndexer:
             if table.num_rows:
                 pieces.append(table)
         rows = pa.concat_tables(pieces) if pieces else self._empty()
+        return _Prepared(day, self.db.encode_day(self.names, rows), applied, touched)
+
+    def _write_day(self, prepared: _Prepared | None, listed: list[dict] | None) -> int:
+        if prepared is None:
+            return 0
+        day = prepared.day
         self.db.ensure_partition(self.names, day)
         with self.db.day_transaction(self.names, day) as conn:
             if listed is None:
+                ids = [self._table_ids[t.name] for t in self.tables]
+                self.db.replace_day(conn, self.names, day, prepared.encoded, feature_table_ids=ids)
+            else:
                 self.db.replace_day(
                     conn,
                     self.names,
                     day,
-                    rows,
-                    feature_table_ids=[self._table_ids[t.name] for t in self.tables],
+                    prepared.encoded,
+                    file_ids=[f["id"] for f in prepared.touched],
                 )
-            else:
-                self.db.replace_day(
-                    conn, self.names, day, rows, file_ids=[f["id"] for f in touched]
-                )
-            if applied:
-                self.catalog.mark_indexed(conn, applied)
-        return rows.num_rows
+            if prepared.applied:
+                self.catalog.mark_indexed(conn, prepared.applied)
+        return prepared.encoded.rows
 
     def _empty(self) -> pa.Table:
         fields = [pa.field(k, ARROW_TYPES[self.names.types[k]]) for k in self.names.join_keys]

@@ -3,7 +3,9 @@ expects — the join keys and a UTC-aware `event_timestamp`, distinct rows."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from datetime import date, datetime, time
 from typing import TYPE_CHECKING
 
@@ -45,6 +47,34 @@ def to_instant(value: Instant, what: str) -> datetime | None:
 def adbc_uri(url: str) -> str:
     """A libpq URI for ADBC from a SQLAlchemy URL."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+_CONNECTIONS: dict[str, object] = {}
+_LOCK = threading.Lock()
+
+
+def _fetch_arrow(uri: str, query: str, params: list) -> pa.Table:
+    """Run `query` over ADBC and return Arrow. Connections are kept per URI: opening one costs
+    tens of milliseconds, more than a small query."""
+    import adbc_driver_postgresql.dbapi as adbc
+
+    with _LOCK:
+        for attempt in (1, 2):
+            conn = _CONNECTIONS.get(uri)
+            if conn is None:
+                conn = _CONNECTIONS[uri] = adbc.connect(uri, autocommit=True)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(query, params)
+                    return cur.fetch_arrow_table()
+            except adbc.Error:
+                # A dropped connection (server restart): reconnect once.
+                _CONNECTIONS.pop(uri, None)
+                with contextlib.suppress(Exception):
+                    conn.close()
+                if attempt == 2:
+                    raise
+    raise AssertionError("unreachable")
 
 
 class EntityQuery:
@@ -90,12 +120,8 @@ class EntityQuery:
         parts = names.parts()
         parts["ids"] = parts["id_list"]
         params = [table_id, lo, hi, at][: {"latest_all": 1, "as_of": 4}.get(name, 3)]
-        import adbc_driver_postgresql.dbapi as adbc
-
-        with adbc.connect(adbc_uri(self.db.url)) as conn, conn.cursor() as cur:
-            query = template("query", name, **parts).as_string(None)
-            cur.execute(query, params)
-            table = cur.fetch_arrow_table()
+        query = template("query", name, **parts).as_string(None)
+        table = _fetch_arrow(adbc_uri(self.db.url), query, params)
         ts = table.column("event_timestamp").cast(pa.timestamp("us", tz="UTC"))
         return table.set_column(
             table.schema.get_field_index("event_timestamp"), "event_timestamp", ts
