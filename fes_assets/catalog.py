@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 from psycopg import sql
 
 from .index import IndexDb
-from .objects import ObjectInfo, ObjectStore
+from .objects import ObjectInfo, ObjectStore, is_store_error
 from .readers import TS_TYPE, BadObjectError, _to_ts, columns_for, read_footer
 from .registry import FeatureTable, Registry
 from .sqlfiles import template
@@ -83,15 +83,9 @@ def describe(
     except BadObjectError as e:
         return FileFacts(error=str(e))
     except (pa.ArrowInvalid, OSError) as e:
-        if _is_missing(e):
-            raise
+        if is_store_error(e):
+            raise  # an outage or a vanished object is not a fact about the file: retry later
         return FileFacts(error=f"not a readable parquet file: {e}")
-
-
-def _is_missing(e: Exception) -> bool:
-    # A vanished object or an unreachable endpoint is not a fact about the file.
-    text = str(e)
-    return "NoSuchKey" in text or "Path does not exist" in text or "Couldn't connect" in text
 
 
 @dataclass

@@ -226,8 +226,14 @@ class IndexDb:
             # Exclusive against every writer's shared hold (see `writing`), so DDL never
             # interleaves with data transactions.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_id("schema"),))
+            # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema
+            # exists: a role that owns only its schema (docs/deploy.md) must not need it.
+            exists = conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+            ).fetchone()
+            if not exists:
+                conn.execute(self._s("schema", "create_schema"))
             for name in (
-                "create_schema",
                 "create_meta",
                 "create_feature_tables",
                 "create_files",

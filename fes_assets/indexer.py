@@ -22,7 +22,7 @@ from .catalog import (
     partitions_end,
 )
 from .index import EncodedDay, EntityNames, IndexDb, day_bounds
-from .objects import ObjectChangedError, ObjectStore
+from .objects import ObjectChangedError, ObjectStore, is_store_error
 from .readers import ARROW_TYPES, TS_TYPE, BadObjectError, iter_row_groups, read_footer
 from .registry import FeatureTable, Registry
 
@@ -400,6 +400,8 @@ class EntityIndexer:
                 report.skipped_ids.add(f["id"])
                 self._end_job(f, False, "deleted while being read", None)
                 raise _Unreadable from e
+            if is_store_error(e):
+                raise  # the store is failing, not the file: the run fails and is retried
             self._fail(f, f"not a readable parquet file: {e}", report)
             raise _Unreadable from e
         if fits:

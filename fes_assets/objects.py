@@ -28,6 +28,32 @@ class ObjectInfo:
         return f"s3://{self.bucket}/{self.key}"
 
 
+_STORE_ERROR_MARKS = (
+    "AWS Error",
+    "Couldn't connect",
+    "curlCode",
+    "HTTP status",
+    "timed out",
+    "Timeout",
+    "NoSuchKey",
+    "Path does not exist",
+    "Connection reset",
+    "connection",
+    "Unable to connect",
+)
+
+
+def is_store_error(error: BaseException) -> bool:
+    """Whether a read failed because of the object store or the network (retry later) rather
+    than because of the object's bytes (record the file as failed)."""
+    if isinstance(error, ObjectChangedError):
+        return True
+    if not isinstance(error, OSError) or type(error).__name__ == "ArrowInvalid":
+        return False
+    text = str(error)
+    return any(mark in text for mark in _STORE_ERROR_MARKS)
+
+
 class ObjectChangedError(RuntimeError):
     """The object changed (or vanished) between cataloguing and reading."""
 

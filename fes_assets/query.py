@@ -4,6 +4,7 @@ expects — the join keys and a UTC-aware `event_timestamp`, distinct rows."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from datetime import date, datetime, time
@@ -82,18 +83,20 @@ class EntityQuery:
         self.db = db
 
     def _names(self, feature_table: str) -> tuple[int, EntityNames]:
+        # Through the same ADBC connection as the query itself: one connection per call.
         t = template("query", "feature_table", schema=sql.Identifier(self.db.schema))
         try:
-            with self.db.connect() as conn:
-                row = conn.execute(t, {"name": feature_table}).fetchone()
+            found = _fetch_arrow(adbc_uri(self.db.url), t.as_string(None), [feature_table])
         except Exception as e:
             if "does not exist" in str(e):
                 raise QueryError(f"no index in schema {self.db.schema!r} yet") from e
             raise
-        if row is None or row["types"] is None:
+        rows = found.to_pylist()
+        if not rows or rows[0]["types"] is None:
             raise QueryError(f"unknown feature table {feature_table!r}")
-        types = row["types"]
-        return row["id"], EntityNames(self.db.schema, row["entity_key"], sorted(types), types)
+        types = json.loads(rows[0]["types"])
+        key = rows[0]["entity_key"]
+        return rows[0]["id"], EntityNames(self.db.schema, key, sorted(types), types)
 
     def arrow(
         self,
@@ -122,6 +125,8 @@ class EntityQuery:
         params = [table_id, lo, hi, at][: {"latest_all": 1, "as_of": 4}.get(name, 3)]
         query = template("query", name, **parts).as_string(None)
         table = _fetch_arrow(adbc_uri(self.db.url), query, params)
+        if name == "window":
+            table = table.group_by(table.column_names).aggregate([])
         ts = table.column("event_timestamp").cast(pa.timestamp("us", tz="UTC"))
         return table.set_column(
             table.schema.get_field_index("event_timestamp"), "event_timestamp", ts
