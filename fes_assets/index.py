@@ -319,18 +319,22 @@ class IndexDb:
 
     def ensure_partition(self, names: EntityNames, day: date) -> None:
         start, end = day_bounds(day)
-        with self.connect() as conn:
+        statement = template(
+            "entity",
+            "create_day_partition",
+            **names.parts(
+                partition=sql.Identifier(names.partition(day)),
+                day_start=sql.Literal(start),
+                day_end=sql.Literal(end),
+            ),
+        )
+        with self.connect() as conn, conn.transaction():
+            # IF NOT EXISTS is not safe against a concurrent creator: take the day's lock.
             conn.execute(
-                template(
-                    "entity",
-                    "create_day_partition",
-                    **names.parts(
-                        partition=sql.Identifier(names.partition(day)),
-                        day_start=sql.Literal(start),
-                        day_end=sql.Literal(end),
-                    ),
-                )
+                "SELECT pg_advisory_xact_lock(%s, %s)",
+                (self._lock_id(f"day:{names.key}"), day.toordinal()),
             )
+            conn.execute(statement)
 
     @contextmanager
     def day_transaction(self, names: EntityNames, day: date) -> Iterator[psycopg.Connection]:
