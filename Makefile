@@ -10,7 +10,7 @@ UV_BOOTSTRAP := .tools/bin/uv
 endif
 PYTEST_ARGS ?=
 
-.PHONY: install test demo bench bench-full lint format clean
+.PHONY: install test demo bench bench-full soak lint format clean
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -42,3 +42,6 @@ bench: install
 
 bench-full: install
 	$(UV) run python -m bench.run --full
+
+soak: install
+	$(UV) run python -m bench.soak
