@@ -3,6 +3,7 @@ through pyarrow's S3 filesystem. Neither downloads whole objects nor needs S3 Se
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from datetime import datetime
 from urllib.parse import urlparse
 
 import boto3
+import pyarrow as pa
 import pyarrow.parquet as pq
 from botocore.config import Config
 from pyarrow import fs as pafs
@@ -70,6 +72,49 @@ class ObjectStoreSettings:
 
     def __repr__(self) -> str:  # never show secrets
         return f"ObjectStoreSettings(endpoint_url={self.endpoint_url!r}, region={self.region!r})"
+
+
+def _pyarrow_cannot_address(key: str) -> bool:
+    # pyarrow's S3 filesystem normalises paths: `.`/`..` segments and empty ones (`a//b`, a
+    # leading or trailing slash) would name another object or none.
+    return any(part in ("", ".", "..") for part in key.split("/"))
+
+
+class _RangedObject(io.RawIOBase):
+    """A seekable, read-only view of one object through boto3 ranged GETs, for keys that
+    pyarrow's filesystem cannot address."""
+
+    def __init__(self, client, bucket: str, key: str, size: int | None) -> None:
+        self.client, self.bucket, self.key, self.pos = client, bucket, key, 0
+        if size is None:
+            size = client.head_object(Bucket=bucket, Key=key)["ContentLength"]
+        self.size = size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        want = min(len(buffer), self.size - self.pos)
+        if want <= 0:
+            return 0
+        end = self.pos + want - 1
+        body = self.client.get_object(
+            Bucket=self.bucket, Key=self.key, Range=f"bytes={self.pos}-{end}"
+        )["Body"].read()
+        buffer[: len(body)] = body
+        self.pos += len(body)
+        return len(body)
 
 
 class ObjectStore:
@@ -163,7 +208,10 @@ class ObjectStore:
 
     def open_parquet(self, bucket: str, key: str, size: int | None = None) -> pq.ParquetFile:
         """A parquet reader doing ranged GETs: footer first, then only the chunks asked for."""
-        handle = self.filesystem.open_input_file(f"{bucket}/{key}")
+        if _pyarrow_cannot_address(key):
+            handle = pa.PythonFile(_RangedObject(self.client, bucket, key, size), mode="r")
+        else:
+            handle = self.filesystem.open_input_file(f"{bucket}/{key}")
         # INT96 timestamps as microseconds: nanoseconds would overflow outside 1677..2262.
         return pq.ParquetFile(handle, coerce_int96_timestamp_unit="us", pre_buffer=True)
 

@@ -171,8 +171,11 @@ WHERE feature_table = ANY(%(tables)s) AND status = 'indexed' AND rows_after_end 
 -- name: settle_without_rows
 -- Unapplied files that leave no row to add or remove (failed or deleted before any of their
 -- rows reached the index): nothing for a run to do.
+-- A pending file without rows in any partition (zero rows, or all outside) is indexed as is.
 UPDATE {schema}.files SET applied_generation = generation,
-    indexed_min_timestamp = NULL, indexed_max_timestamp = NULL
+    indexed_min_timestamp = NULL, indexed_max_timestamp = NULL,
+    status = CASE WHEN status = 'pending' THEN 'indexed' ELSE status END,
+    indexed_at = CASE WHEN status = 'pending' THEN now() ELSE indexed_at END
 WHERE id = ANY(%(ids)s);
 
 -- name: status_by_table
