@@ -10,7 +10,7 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +269,32 @@ class Lab:
 def lab(pg_url: str, s3_server: MotoS3Server, instance: dg.DagsterInstance) -> Lab:
     suffix = uuid.uuid4().hex[:10]
     return Lab(pg_url, s3_server.endpoint_url, f"feast-{suffix}", f"fes_{suffix}", instance)
+
+
+T0 = datetime(2021, 4, 1, tzinfo=UTC)
+
+
+def drivers_registry(prefix: str = "d/") -> dict:
+    """One feature table, driver_hourly_stats, keyed by an INT64 driver_id."""
+    return {
+        "driver_hourly_stats": {
+            "prefix": prefix,
+            "entities": {"driver_id": "INT64"},
+            "timestamp_column": "event_timestamp",
+        }
+    }
+
+
+def drivers(ids: list[int], times: list[datetime] | None = None) -> pa.Table:
+    """driver_id and event_timestamp columns (at T0 unless `times` says otherwise)."""
+    return pa.table(
+        {
+            "driver_id": pa.array(ids, pa.int64()),
+            "event_timestamp": pa.array(
+                times if times is not None else [T0] * len(ids), pa.timestamp("us", tz="UTC")
+            ),
+        }
+    )
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:

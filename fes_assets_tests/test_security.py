@@ -3,36 +3,17 @@ deploy guide's role can write only its own schema."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import dagster as dg
 import psycopg
-import pyarrow as pa
 import pytest
 from dagster._serdes import serialize_value
 
 from fes_assets.assets import build_entity_assets
 from fes_assets.index import IndexDb, IndexSchemaError, conninfo
 from fes_assets.resources import IndexDatabaseResource, ObjectStoreResource
-from fes_assets_tests.conftest import ACCESS_KEY
+from fes_assets_tests.conftest import ACCESS_KEY, drivers, drivers_registry
 
-T0 = datetime(2021, 4, 1, tzinfo=UTC)
-DRIVERS = {
-    "driver_hourly_stats": {
-        "prefix": "d/",
-        "entities": {"driver_id": "INT64"},
-        "timestamp_column": "event_timestamp",
-    }
-}
-
-
-def drivers(ids) -> pa.Table:
-    return pa.table(
-        {
-            "driver_id": pa.array(ids, pa.int64()),
-            "event_timestamp": pa.array([T0] * len(ids), pa.timestamp("us", tz="UTC")),
-        }
-    )
+DRIVERS = drivers_registry("d/")
 
 
 def test_hostile_object_keys_are_stored_as_data(lab):

@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-import pyarrow as pa
 import pytest
 
 from fes_assets.catalog import Catalog
 from fes_assets.scanner import ScanCursor
+from fes_assets_tests.conftest import T0, drivers, drivers_registry
 
-T0 = datetime(2021, 4, 1, tzinfo=UTC)
-DRIVERS = {
-    "driver_hourly_stats": {
-        "prefix": "driver_hourly_stats/",
-        "entities": {"driver_id": "INT64"},
-        "timestamp_column": "event_timestamp",
-    }
-}
-
-
-def drivers(ids, times) -> pa.Table:
-    return pa.table(
-        {
-            "driver_id": pa.array(ids, pa.int64()),
-            "event_timestamp": pa.array(times, pa.timestamp("us", tz="UTC")),
-        }
-    )
+DRIVERS = drivers_registry("driver_hourly_stats/")
 
 
 def test_put_overwrite_delete_follow_the_bucket(lab):

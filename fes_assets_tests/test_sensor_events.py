@@ -7,27 +7,11 @@ from datetime import UTC, datetime
 from urllib.parse import quote_plus
 
 import psycopg
-import pyarrow as pa
 
 from fes_assets.index import conninfo
+from fes_assets_tests.conftest import drivers, drivers_registry
 
-T0 = datetime(2021, 4, 1, tzinfo=UTC)
-DRIVERS = {
-    "driver_hourly_stats": {
-        "prefix": "driver_hourly_stats/",
-        "entities": {"driver_id": "INT64"},
-        "timestamp_column": "event_timestamp",
-    }
-}
-
-
-def drivers(ids) -> pa.Table:
-    return pa.table(
-        {
-            "driver_id": pa.array(ids, pa.int64()),
-            "event_timestamp": pa.array([T0] * len(ids), pa.timestamp("us", tz="UTC")),
-        }
-    )
+DRIVERS = drivers_registry("driver_hourly_stats/")
 
 
 class MinioTable:
