@@ -14,7 +14,7 @@ from psycopg import sql
 
 from .index import IndexDb
 from .objects import ObjectInfo, ObjectStore, is_store_error
-from .readers import TS_TYPE, BadObjectError, _to_ts, columns_for, read_footer
+from .readers import TS_TYPE, BadObjectError, columns_for, read_footer, to_timestamps
 from .registry import FeatureTable, Registry
 from .sqlfiles import template
 
@@ -74,7 +74,7 @@ def describe(
             if facts.min_ts >= begin and facts.max_ts < end:
                 return facts
         column = columns_for(ft)["event_timestamp"]
-        ts = _to_ts(pf.read(columns=[column]).column(0))
+        ts = to_timestamps(pf.read(columns=[column]).column(0))
         if ts.null_count:
             raise BadObjectError(f"timestamp column {column!r} has {ts.null_count} null value(s)")
         facts.min_ts, facts.max_ts = (v.as_py() for v in pc.min_max(ts).values())

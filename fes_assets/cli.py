@@ -13,7 +13,7 @@ import yaml
 from .index import DEFAULT_SCHEMA, IndexDb, IndexSchemaError
 from .query import EntityQuery, QueryError
 from .registry import RegistryError, load_registry
-from .settings import SettingsError, demo_settings, index_url
+from .settings import SettingsError, demo_settings, index_url, setting
 
 
 class CliError(Exception):
@@ -108,10 +108,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
     env = os.environ
     store = ObjectStore(
         ObjectStoreSettings(
-            endpoint_url=_setting("FES_S3_ENDPOINT_URL"),
+            endpoint_url=setting("FES_S3_ENDPOINT_URL"),
             region=env.get("AWS_REGION"),
-            access_key_id=_setting("AWS_ACCESS_KEY_ID"),
-            secret_access_key=_setting("AWS_SECRET_ACCESS_KEY"),
+            access_key_id=setting("AWS_ACCESS_KEY_ID"),
+            secret_access_key=setting("AWS_SECRET_ACCESS_KEY"),
             session_token=env.get("AWS_SESSION_TOKEN"),
         )
     )
@@ -126,12 +126,6 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if requeued:
         print("bucket_sensor indexes them on its next tick (or run `fes index`)")
     return 0
-
-
-def _setting(name: str) -> str | None:
-    from .settings import setting
-
-    return setting(name)
 
 
 # --- registry maintenance --------------------------------------------------------------------

@@ -136,7 +136,7 @@ def read_footer(pf: pq.ParquetFile, ft: FeatureTable) -> Footer:
     return Footer(num_rows=pf.metadata.num_rows, row_groups=spans)
 
 
-def _to_ts(arr: pa.ChunkedArray | pa.Array) -> pa.Array:
+def to_timestamps(arr: pa.ChunkedArray | pa.Array) -> pa.Array:
     if arr.type.tz is None:
         arr = arr.cast(pa.timestamp(arr.type.unit, tz="UTC"))  # naive means UTC, as in Feast
     # Nanoseconds truncate to microseconds (timestamptz resolution).
@@ -177,9 +177,9 @@ def canonical_table(raw: pa.Table, ft: FeatureTable) -> pa.Table:
         raise BadObjectError(
             f"timestamp column {cols['event_timestamp']!r} has {ts.null_count} null value(s)"
         )
-    arrays["event_timestamp"] = _to_ts(ts)
+    arrays["event_timestamp"] = to_timestamps(ts)
     if "created_timestamp" in cols:
-        arrays["created_timestamp"] = _to_ts(raw.column(cols["created_timestamp"]))
+        arrays["created_timestamp"] = to_timestamps(raw.column(cols["created_timestamp"]))
     else:
         arrays["created_timestamp"] = pa.nulls(raw.num_rows, TS_TYPE)
     return pa.table(arrays)
