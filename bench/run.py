@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import sys
 import time
 import warnings
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = FULL if args.full else TINY if args.tiny else QUICK
     only = set(args.only or [1, 2, 3, 4, 5])
     warnings.filterwarnings("ignore")
+    # Stop the embedded servers on SIGTERM too (the default would skip the clean-up).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.environ.setdefault("DAGSTER_HOME", "")
     import dagster as dg
 

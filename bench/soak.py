@@ -8,6 +8,7 @@ that every row arrived exactly once and prints a summary for docs/reliability.md
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 import warnings
@@ -24,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=float, default=55)
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
+    # Stop the embedded servers on SIGTERM too (the default would skip the clean-up).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     import dagster as dg
 
     from fes_assets.assets import build_entity_assets
