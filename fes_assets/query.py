@@ -3,6 +3,7 @@ expects — the join keys and a UTC-aware `event_timestamp`, distinct rows."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -52,6 +53,16 @@ def adbc_uri(url: str) -> str:
 
 _CONNECTIONS: dict[str, object] = {}
 _LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_connections() -> None:
+    # Closed before interpreter shutdown, when the driver can no longer clean up after itself.
+    with _LOCK:
+        for conn in _CONNECTIONS.values():
+            with contextlib.suppress(Exception):
+                conn.close()
+        _CONNECTIONS.clear()
 
 
 def _fetch_arrow(uri: str, query: str, params: list) -> pa.Table:
