@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,6 +86,16 @@ class _Live:
         self.step += 1
 
 
+def _fes_command(root: Path) -> str:
+    """How to run `fes` from another terminal here: with uv from PATH, or the one `make`
+    bootstrapped into .tools/ when PATH has none."""
+    if shutil.which("uv"):
+        return "uv run fes"
+    if (root / ".tools" / "bin" / "uv").exists():
+        return ".tools/bin/uv run fes"
+    return f"{Path(sys.executable).parent / 'fes'}"
+
+
 def run_demo(live: bool = False, port: int = 3000) -> int:
     root = Path.cwd()
     folder = DEMO_DIR.resolve()
@@ -157,13 +168,14 @@ def run_demo(live: bool = False, port: int = 3000) -> int:
         )
         _say(f"starting the Dagster UI (its log: {folder / 'dagster.log'}) ...")
         _wait_for_ui(ui, dagster)
+        fes = _fes_command(root)
         _say(
             f"\nThe Dagster UI is at {ui} — bucket_sensor is running and indexes the sample "
             "data within a minute or two.\n"
-            "In another terminal, try:\n\n"
-            "  uv run fes entities driver_hourly_stats --start 2021-04-01 --end 2021-04-02\n"
-            "  uv run fes entities driver_hourly_stats --latest\n"
-            "  uv run fes status\n\n"
+            "In another terminal, in this folder, try:\n\n"
+            f"  {fes} entities driver_hourly_stats --start 2021-04-01 --end 2021-04-02\n"
+            f"  {fes} entities driver_hourly_stats --latest\n"
+            f"  {fes} status\n\n"
             "Press Ctrl-C to stop everything."
         )
         feeder = _Live(s3) if live else None
