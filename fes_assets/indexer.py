@@ -382,7 +382,7 @@ class EntityIndexer:
                 for table in iter_row_groups(pf, ft, footer, run_start, run_end):
                     self._split(table, cached, run_start, run_end)
                 self.store.ensure_unchanged(f["bucket"], f["key"], f["etag"])
-                read.max_event = footer.max_ts or f.get("max_event_timestamp")
+                read.max_event = footer.max_ts
             if read.max_event is None:
                 read.max_event = f.get("max_event_timestamp")
         except BadObjectError as e:

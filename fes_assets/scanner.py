@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from urllib.parse import unquote_plus
 
+import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from .catalog import Catalog, CatalogChanges, describe, partitions_begin, partitions_end
 from .index import IndexDb, conninfo
@@ -119,8 +122,14 @@ class BucketScanner:
         if self._left <= 0 or time.monotonic() > self._deadline:
             raise _Budget
 
-    def _catalogue(self, objs: list[ObjectInfo], result: ScanResult) -> None:
-        """Footer facts for the objects that are new or whose ETag changed."""
+    def _catalogue(
+        self,
+        objs: list[ObjectInfo],
+        result: ScanResult,
+        done: Callable[[ObjectInfo], None] | None = None,
+    ) -> None:
+        """Footer facts for the objects that are new or whose ETag changed; `done` hears of
+        each object once it is catalogued, in order."""
         if not objs:
             return
         bucket = objs[0].bucket
@@ -144,6 +153,8 @@ class BucketScanner:
                 )
                 self._left -= 1
                 result.catalogued += 1
+            if done is not None:
+                done(obj)
 
     # --- steady listing ---------------------------------------------------------------------
 
@@ -158,10 +169,12 @@ class BucketScanner:
             )
             for page in pages:
                 result.listed += len(page)
-                for obj in page:
-                    # One object at a time, so the cursor never passes an uncatalogued key.
-                    self._catalogue([obj], result)
+
+                def advance(obj: ObjectInfo, ident: str = ident) -> None:
+                    # Per object, so the cursor never passes an uncatalogued key.
                     cursor.after[ident] = obj.key
+
+                self._catalogue(page, result, advance)
                 if self._left <= 0:
                     raise _Budget
 
@@ -237,9 +250,6 @@ class BucketScanner:
             "'{{Records,0,s3,object,sequencer}}', '')) > (%(t)s::timestamptz, %(s)s::text) "
             "ORDER BY 1, 2 LIMIT %(n)s"
         ).format(sql.Identifier(schema), sql.Identifier(table))
-        import psycopg
-        from psycopg.rows import dict_row
-
         position = cursor.events or [None, ""]
         url = self.settings.events_url or self.db.url
         with psycopg.connect(conninfo(url), row_factory=dict_row, connect_timeout=10) as conn:
