@@ -104,7 +104,7 @@ def build_entity_assets(registry: Registry, key: str) -> list[dg.AssetsDefinitio
         kinds=KINDS,
         group_name=ASSET_PREFIX,
         description=f"Each id's newest row per feature table ({described}); caught up from the "
-        "ids changed since its last run.",
+        "newest rows indexed since its last run, recomputing only ids whose rows were removed.",
     )
     def latest_asset(
         context: dg.AssetExecutionContext, index_db: IndexDatabaseResource
@@ -114,8 +114,8 @@ def build_entity_assets(registry: Registry, key: str) -> list[dg.AssetsDefinitio
         names = db.names(registry, key)
         stats = db.catch_up_latest(names)
         context.log.info(
-            f"{names.latest_view}: {stats['changed_ids']} changed id(s), "
-            f"{stats['latest_rows_written']} latest row(s) written"
+            f"{names.latest_view}: {stats['latest_rows_written']} latest row(s) written, "
+            f"{stats['recomputed_ids']} id(s) recomputed from history"
         )
         return dg.MaterializeResult(
             metadata={

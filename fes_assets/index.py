@@ -19,10 +19,14 @@ from psycopg.rows import dict_row
 from sqlalchemy.engine import make_url
 
 from . import pgcopy
+from .newest import NewestRows, sort_for_latest
 from .registry import NAME_RE, VALUE_TYPES, Registry
 from .sqlfiles import template
 
 SCHEMA_VERSION = 1
+# Bumped when storage DDL changes in a way the same schema version can read: a new revision
+# makes the next run apply the DDL (and its upgrades) once.
+STORAGE_REVISION = 2
 DEFAULT_SCHEMA = "entity_lookup"
 
 
@@ -186,6 +190,7 @@ class IndexDb:
     def _fingerprint(self, registry: Registry) -> str:
         layout = {
             "version": SCHEMA_VERSION,
+            "storage": STORAGE_REVISION,
             "entities": {k: registry.entity_types(k) for k in registry.by_entity_key()},
             "tables": sorted(registry.feature_tables),
         }
@@ -351,10 +356,14 @@ class IndexDb:
             )
             yield conn
 
-    def encode_day(self, names: EntityNames, rows: pa.Table) -> EncodedDay:
+    def encode_day(
+        self, names: EntityNames, day: date, rows: pa.Table, newest: NewestRows
+    ) -> EncodedDay:
         """COPY streams for a day's new rows (sorted, so each partition is stored in time
-        order) and for the distinct ids they bring. CPU-only: runs ahead of the writes."""
+        order) and for its latest candidates. CPU-only: runs ahead of the writes. `rows`
+        carries a `path_rank` column (see `newest.path_ranks`)."""
         if not rows.num_rows:
+            newest.candidates(day, rows)
             return EncodedDay(0, b"", b"")
         columns = [
             *names.join_keys,
@@ -363,12 +372,13 @@ class IndexDb:
             "created_timestamp",
             "file_id",
         ]
-        ordered = rows.sort_by(
-            [("feature_table_id", "ascending"), ("event_timestamp", "ascending")]
-        ).select(columns)
-        keys = [*names.join_keys, "feature_table_id"]
-        changed = rows.select(keys).group_by(keys).aggregate([]).select(keys)
-        return EncodedDay(rows.num_rows, pgcopy.encode(ordered), pgcopy.encode(changed))
+        ordered = sort_for_latest(rows)
+        candidates = newest.candidates(day, ordered)
+        return EncodedDay(
+            rows.num_rows,
+            pgcopy.encode(ordered.select(columns)),
+            pgcopy.encode(candidates.select(columns)),
+        )
 
     def replace_day(
         self,
@@ -381,23 +391,36 @@ class IndexDb:
         file_ids: Sequence[int] | None = None,
     ) -> int:
         """Within `conn`'s day transaction: remove the day's rows of `feature_table_ids`
-        (a rebuild) or of `file_ids` (a change list), load the new rows, and record every id
-        touched for latest."""
+        (a rebuild) or of `file_ids` (a change list), load the new rows, and leave latest
+        its candidates and, where removed rows may have been an id's latest, markers."""
         parts = names.parts(partition=sql.Identifier(names.partition(day)))
+        start, end = day_bounds(day)
         if feature_table_ids is not None:
             params = {"feature_table_ids": list(feature_table_ids)}
-            conn.execute(template("entity", "record_day_changes", **parts), params)  # old rows
-            others = conn.execute(
-                template("entity", "count_other_tables", **parts), params
-            ).fetchone()
-            if next(iter(others.values())):
-                conn.execute(template("entity", "delete_day_tables", **parts), params)
-            else:
-                conn.execute(template("entity", "truncate_day", **parts))
+            if conn.execute(template("entity", "has_day_tables", **parts), params).fetchone()[
+                "found"
+            ]:
+                conn.execute(
+                    template("entity", "mark_day_tables", **parts),
+                    {**params, "day_start": start, "day_end": end},
+                )
+                others = conn.execute(
+                    template("entity", "count_other_tables", **parts), params
+                ).fetchone()
+                if next(iter(others.values())):
+                    conn.execute(template("entity", "delete_day_tables", **parts), params)
+                else:
+                    conn.execute(template("entity", "truncate_day", **parts))
         if file_ids:
             params = {"file_ids": list(file_ids)}
-            conn.execute(template("entity", "record_file_changes", **parts), params)
-            conn.execute(template("entity", "delete_day_files", **parts), params)
+            if conn.execute(template("entity", "has_day_files", **parts), params).fetchone()[
+                "found"
+            ]:
+                conn.execute(
+                    template("entity", "mark_day_files", **parts),
+                    {**params, "day_start": start, "day_end": end},
+                )
+                conn.execute(template("entity", "delete_day_files", **parts), params)
         if encoded.rows:
             with conn.cursor().copy(template("entity", "copy_day", **parts)) as copy:
                 copy.write(encoded.rows_stream)
@@ -408,15 +431,16 @@ class IndexDb:
     # --- latest ---------------------------------------------------------------------------
 
     def catch_up_latest(self, names: EntityNames) -> dict[str, int]:
-        """Recompute latest for every id changed since the last catch-up."""
+        """Bring latest up to date: merge the candidates written since the last catch-up
+        (greater wins) and recompute marked ids from history."""
         parts = names.parts()
         with self.connect() as conn, conn.transaction():
             self.hold_schema(conn)
             conn.execute(
                 "SELECT pg_advisory_xact_lock(%s)", (self._lock_id(f"latest:{names.key}"),)
             )
-            # The recompute sorts every changed id's history: with the default 4 MB it spills
-            # to disk (seconds per million rows) where memory sorts in a fraction.
+            # Candidates and marked ids' history are sorted: with the default 4 MB a sort
+            # spills to disk (seconds per million rows) where memory sorts in a fraction.
             conn.execute("SET LOCAL work_mem = '256MB'")
             row = conn.execute(
                 sql.SQL("SELECT max(seq) AS m FROM {}.{}").format(
@@ -425,14 +449,20 @@ class IndexDb:
             ).fetchone()
             max_seq = row["m"]
             if max_seq is None:
-                return {"changed_ids": 0, "latest_rows_written": 0}
+                return {"recomputed_ids": 0, "latest_rows_written": 0}
             p = {"max_seq": max_seq}
             conn.execute(template("entity", "latest_collect", **parts), p)
-            changed = conn.execute("SELECT count(*) AS n FROM fes_changed").fetchone()["n"]
-            conn.execute(template("entity", "latest_delete", **parts))
-            written = conn.execute(template("entity", "latest_insert", **parts)).rowcount
+            conn.execute(template("entity", "latest_marked", **parts))
+            marked = conn.execute("SELECT count(*) AS n FROM fes_marked").fetchone()["n"]
+            written = 0
+            if marked:
+                conn.execute(template("entity", "latest_delete_marked", **parts))
+                written += conn.execute(
+                    template("entity", "latest_recompute_marked", **parts)
+                ).rowcount
+            written += conn.execute(template("entity", "latest_merge_candidates", **parts)).rowcount
             conn.execute(template("entity", "latest_forget", **parts), p)
-            return {"changed_ids": changed, "latest_rows_written": written}
+            return {"recomputed_ids": marked, "latest_rows_written": written}
 
     def count_rows(self, names: EntityNames, table: str) -> int:
         with self.connect() as conn:
@@ -465,9 +495,10 @@ class IndexDb:
             ).fetchone()
             if row is None:
                 raise IndexSchemaError(f"feature table {name!r} is not in the index")
-            removed = conn.execute(
-                template("entity", "prune_rows", **names.parts()), {"feature_table_id": row["id"]}
-            ).rowcount
+            params = {"feature_table_id": row["id"]}
+            parts = names.parts()
+            removed = conn.execute(template("entity", "prune_rows", **parts), params).rowcount
+            conn.execute(template("entity", "prune_changes", **parts), params)
             conn.execute(
                 sql.SQL("DELETE FROM {}.{} WHERE feature_table_id = %s").format(
                     s, sql.Identifier(names.latest_table)

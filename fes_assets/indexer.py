@@ -22,6 +22,7 @@ from .catalog import (
     partitions_end,
 )
 from .index import EncodedDay, EntityNames, IndexDb, day_bounds
+from .newest import NewestRows, path_ranks
 from .objects import ObjectChangedError, ObjectStore, is_store_error
 from .readers import ARROW_TYPES, TS_TYPE, BadObjectError, iter_row_groups, read_footer
 from .registry import FeatureTable, Registry
@@ -161,15 +162,19 @@ class EntityIndexer:
         else:
             listed = self._files_for_objects(changes)
             seen = {f["id"]: f["generation"] for f in listed}
+        # Newest day first: each id's newest row of the run is then the first one met, and is
+        # the only one handed to latest (see `NewestRows`).
+        order = days[::-1]
+        self._newest = NewestRows(self.names.join_keys)
         try:
             # One day is read and encoded ahead while the previous one is written.
             with ThreadPoolExecutor(1, thread_name_prefix="fes-read") as reader:
-                ahead = reader.submit(self._prepare_day, days[0], listed, report, now)
-                for i, day in enumerate(days, 1):
+                ahead = reader.submit(self._prepare_day, order[0], listed, report, now)
+                for i, day in enumerate(order, 1):
                     t0 = _time.perf_counter()
                     prepared = ahead.result()
-                    if i < len(days):
-                        ahead = reader.submit(self._prepare_day, days[i], listed, report, now)
+                    if i < len(order):
+                        ahead = reader.submit(self._prepare_day, order[i], listed, report, now)
                     rows = self._write_day(prepared, listed)
                     report.rows_per_day[day] = rows
                     for hook in PROGRESS_HOOKS:
@@ -240,6 +245,7 @@ class EntityIndexer:
             ]
         pieces: list[pa.Table] = []
         applied: list[int] = []
+        paths = {f["id"]: f"s3://{f['bucket']}/{f['key']}" for f in files}
         for f in files:
             try:
                 table = self._rows_for_day(f, day, report, now)
@@ -249,7 +255,9 @@ class EntityIndexer:
             if table.num_rows:
                 pieces.append(table)
         rows = pa.concat_tables(pieces) if pieces else self._empty()
-        return _Prepared(day, self.db.encode_day(self.names, rows), applied, touched)
+        rows = rows.append_column("path_rank", path_ranks(rows.column("file_id"), paths))
+        encoded = self.db.encode_day(self.names, day, rows, self._newest)
+        return _Prepared(day, encoded, applied, touched)
 
     def _write_day(self, prepared: _Prepared | None, listed: list[dict] | None) -> int:
         if prepared is None:

@@ -1,5 +1,6 @@
 -- Storage and views of one entity key. {rows}: day-partitioned history; {latest_table}: each
--- id's newest row, maintained; {changes}: ids changed since latest last caught up.
+-- id's newest row, maintained; {changes}: what latest has not taken in yet — candidates (an
+-- id's newest new row) and removal markers (event_timestamp NULL: recompute from history).
 
 -- name: create_rows
 CREATE TABLE IF NOT EXISTS {schema}.{rows} (
@@ -13,7 +14,10 @@ CREATE TABLE IF NOT EXISTS {schema}.{rows} (
 -- window's pages at a fraction of a btree's upkeep during bulk loads.
 CREATE INDEX IF NOT EXISTS {rows_time_index} ON {schema}.{rows}
     USING brin (feature_table_id, event_timestamp) WITH (pages_per_range = 8);
-CREATE INDEX IF NOT EXISTS {rows_id_index} ON {schema}.{rows} ({id_list}, feature_table_id);
+-- No btree on the ids: it cost more than half of every load's time, and latest no longer needs
+-- it (appends reach latest as candidates; only removals recompute, by one scan). Indexes made
+-- by earlier releases are dropped.
+DROP INDEX IF EXISTS {schema}.{rows_id_index};
 
 -- name: create_latest
 CREATE TABLE IF NOT EXISTS {schema}.{latest_table} (
@@ -32,6 +36,11 @@ CREATE TABLE IF NOT EXISTS {schema}.{changes} (
     {id_columns},
     feature_table_id smallint NOT NULL
 );
+-- Candidate columns, added to change logs of earlier releases (their rows become markers).
+ALTER TABLE {schema}.{changes}
+    ADD COLUMN IF NOT EXISTS event_timestamp timestamptz,
+    ADD COLUMN IF NOT EXISTS created_timestamp timestamptz,
+    ADD COLUMN IF NOT EXISTS file_id bigint;
 
 -- name: create_views
 CREATE OR REPLACE VIEW {schema}.{entity_view} AS
@@ -51,15 +60,35 @@ JOIN {schema}.files f ON f.id = r.file_id;
 CREATE TABLE IF NOT EXISTS {schema}.{partition} PARTITION OF {schema}.{rows}
     FOR VALUES FROM ({day_start}) TO ({day_end});
 
--- name: record_day_changes
-INSERT INTO {schema}.{changes} ({id_list}, feature_table_id)
-SELECT DISTINCT {id_list}, feature_table_id FROM {schema}.{partition}
-WHERE feature_table_id = ANY(%(feature_table_ids)s);
+-- name: has_day_tables
+SELECT EXISTS (
+    SELECT 1 FROM {schema}.{partition} WHERE feature_table_id = ANY(%(feature_table_ids)s)
+) AS found;
 
--- name: record_file_changes
+-- name: has_day_files
+SELECT EXISTS (SELECT 1 FROM {schema}.{partition} WHERE file_id = ANY(%(file_ids)s)) AS found;
+
+-- name: mark_day_tables
+-- Rows of the day are about to go. Latest changes only for ids whose latest row, or a
+-- candidate not yet taken in, is among them: those recompute from history.
 INSERT INTO {schema}.{changes} ({id_list}, feature_table_id)
-SELECT DISTINCT {id_list}, feature_table_id FROM {schema}.{partition}
-WHERE file_id = ANY(%(file_ids)s);
+SELECT {id_list}, feature_table_id FROM {schema}.{latest_table}
+WHERE feature_table_id = ANY(%(feature_table_ids)s)
+  AND event_timestamp >= %(day_start)s AND event_timestamp < %(day_end)s
+UNION
+SELECT {id_list}, feature_table_id FROM {schema}.{changes}
+WHERE feature_table_id = ANY(%(feature_table_ids)s)
+  AND event_timestamp >= %(day_start)s AND event_timestamp < %(day_end)s;
+
+-- name: mark_day_files
+INSERT INTO {schema}.{changes} ({id_list}, feature_table_id)
+SELECT {id_list}, feature_table_id FROM {schema}.{latest_table}
+WHERE file_id = ANY(%(file_ids)s)
+  AND event_timestamp >= %(day_start)s AND event_timestamp < %(day_end)s
+UNION
+SELECT {id_list}, feature_table_id FROM {schema}.{changes}
+WHERE file_id = ANY(%(file_ids)s)
+  AND event_timestamp >= %(day_start)s AND event_timestamp < %(day_end)s;
 
 -- name: truncate_day
 TRUNCATE {schema}.{partition};
@@ -76,37 +105,67 @@ SELECT EXISTS (
 );
 
 -- name: copy_changes
-COPY {schema}.{changes} ({id_list}, feature_table_id) FROM STDIN (FORMAT binary);
+COPY {schema}.{changes} ({id_list}, feature_table_id, event_timestamp, created_timestamp, file_id)
+FROM STDIN (FORMAT binary);
 
 -- name: copy_day
 COPY {schema}.{partition} ({id_list}, feature_table_id, event_timestamp, created_timestamp, file_id)
 FROM STDIN (FORMAT binary);
 
 -- name: latest_collect
-CREATE TEMP TABLE fes_changed ON COMMIT DROP AS
-SELECT DISTINCT {id_list}, feature_table_id FROM {schema}.{changes} WHERE seq <= %(max_seq)s;
+CREATE TEMP TABLE fes_changes ON COMMIT DROP AS
+SELECT * FROM {schema}.{changes} WHERE seq <= %(max_seq)s;
 
--- name: latest_delete
-DELETE FROM {schema}.{latest_table} l USING fes_changed c
+-- name: latest_marked
+CREATE TEMP TABLE fes_marked ON COMMIT DROP AS
+SELECT DISTINCT {id_list}, feature_table_id FROM fes_changes WHERE event_timestamp IS NULL;
+ANALYZE fes_marked;
+
+-- name: latest_delete_marked
+DELETE FROM {schema}.{latest_table} l USING fes_marked c
 WHERE l.feature_table_id = c.feature_table_id AND {l_eq_c};
 
--- name: latest_insert
+-- name: latest_recompute_marked
+-- Ties: the newest created_timestamp, then the greatest path (byte order, as everywhere).
 INSERT INTO {schema}.{latest_table} ({id_list}, feature_table_id, event_timestamp, created_timestamp, file_id)
 SELECT DISTINCT ON (r.feature_table_id, {r_ids})
        {r_ids}, r.feature_table_id, r.event_timestamp, r.created_timestamp, r.file_id
 FROM {schema}.{rows} r
-JOIN fes_changed c ON c.feature_table_id = r.feature_table_id AND {r_eq_c}
+JOIN fes_marked c ON c.feature_table_id = r.feature_table_id AND {r_eq_c}
 JOIN {schema}.files f ON f.id = r.file_id
 ORDER BY r.feature_table_id, {r_ids}, r.event_timestamp DESC,
-         r.created_timestamp DESC NULLS LAST, 's3://' || f.bucket || '/' || f.key DESC;
+         r.created_timestamp DESC NULLS LAST, ('s3://' || f.bucket || '/' || f.key) COLLATE "C" DESC;
+
+-- name: latest_merge_candidates
+-- The other ids' candidates: the best per id, kept where it beats the row latest holds.
+INSERT INTO {schema}.{latest_table} AS l ({id_list}, feature_table_id, event_timestamp, created_timestamp, file_id)
+SELECT DISTINCT ON (r.feature_table_id, {r_ids})
+       {r_ids}, r.feature_table_id, r.event_timestamp, r.created_timestamp, r.file_id
+FROM fes_changes r
+JOIN {schema}.files f ON f.id = r.file_id
+WHERE r.event_timestamp IS NOT NULL
+  AND NOT EXISTS (
+      SELECT 1 FROM fes_marked c WHERE c.feature_table_id = r.feature_table_id AND {r_eq_c}
+  )
+ORDER BY r.feature_table_id, {r_ids}, r.event_timestamp DESC,
+         r.created_timestamp DESC NULLS LAST, ('s3://' || f.bucket || '/' || f.key) COLLATE "C" DESC
+ON CONFLICT (feature_table_id, {id_list}) DO UPDATE
+SET event_timestamp = excluded.event_timestamp,
+    created_timestamp = excluded.created_timestamp,
+    file_id = excluded.file_id
+WHERE excluded.event_timestamp > l.event_timestamp
+   OR (excluded.event_timestamp = l.event_timestamp
+       AND (coalesce(excluded.created_timestamp, '-infinity') > coalesce(l.created_timestamp, '-infinity')
+            OR (coalesce(excluded.created_timestamp, '-infinity') = coalesce(l.created_timestamp, '-infinity')
+                AND excluded.file_id <> l.file_id
+                AND (SELECT ('s3://' || bucket || '/' || key) COLLATE "C" FROM {schema}.files WHERE id = excluded.file_id)
+                  > (SELECT 's3://' || bucket || '/' || key FROM {schema}.files WHERE id = l.file_id))));
 
 -- name: latest_forget
 DELETE FROM {schema}.{changes} WHERE seq <= %(max_seq)s;
 
 -- name: prune_rows
-WITH gone AS (
-    DELETE FROM {schema}.{rows} WHERE feature_table_id = %(feature_table_id)s
-    RETURNING {id_list}, feature_table_id
-)
-INSERT INTO {schema}.{changes} ({id_list}, feature_table_id)
-SELECT DISTINCT {id_list}, feature_table_id FROM gone;
+DELETE FROM {schema}.{rows} WHERE feature_table_id = %(feature_table_id)s;
+
+-- name: prune_changes
+DELETE FROM {schema}.{changes} WHERE feature_table_id = %(feature_table_id)s;
