@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import threading
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import TYPE_CHECKING
 
@@ -89,15 +90,30 @@ def _fetch_arrow(uri: str, query: str, params: list) -> pa.Table:
     raise AssertionError("unreachable")
 
 
+@dataclass(frozen=True)
+class _Lookup:
+    table_id: int
+    names: EntityNames
+    layout: str | None
+
+
+# Feature table -> storage, per (URI, schema, name): saves a round trip per query. Queries
+# made from it are guarded by the layout they were made for (see `guarded` in query.sql).
+_LOOKUPS: dict[tuple[str, str, str], _Lookup] = {}
+
+
 class EntityQuery:
     def __init__(self, db: IndexDb) -> None:
         self.db = db
+        self.uri = adbc_uri(db.url)
 
-    def _names(self, feature_table: str) -> tuple[int, EntityNames]:
-        # Through the same ADBC connection as the query itself: one connection per call.
+    def _lookup(self, feature_table: str, *, fresh: bool = False) -> _Lookup:
+        cache_key = (self.uri, self.db.schema, feature_table)
+        if not fresh and cache_key in _LOOKUPS:
+            return _LOOKUPS[cache_key]
         t = template("query", "feature_table", schema=sql.Identifier(self.db.schema))
         try:
-            found = _fetch_arrow(adbc_uri(self.db.url), t.as_string(None), [feature_table])
+            found = _fetch_arrow(self.uri, t.as_string(None), [feature_table])
         except Exception as e:
             if "does not exist" in str(e):
                 raise QueryError(f"no index in schema {self.db.schema!r} yet") from e
@@ -107,7 +123,26 @@ class EntityQuery:
             raise QueryError(f"unknown feature table {feature_table!r}")
         types = json.loads(rows[0]["types"])
         key = rows[0]["entity_key"]
-        return rows[0]["id"], EntityNames(self.db.schema, key, sorted(types), types)
+        found = _Lookup(
+            rows[0]["id"], EntityNames(self.db.schema, key, sorted(types), types), rows[0]["layout"]
+        )
+        _LOOKUPS[cache_key] = found
+        return found
+
+    def _run(self, name: str, lookup: _Lookup, params: list) -> pa.Table:
+        parts = lookup.names.parts()
+        parts["ids"] = parts["id_list"]
+        query = template("query", name, **parts)
+        if lookup.layout is not None:
+            params = [*params, lookup.layout]
+            query = template(
+                "query",
+                "guarded",
+                query=query,
+                schema=sql.Identifier(self.db.schema),
+                layout=sql.SQL(f"${len(params)}::text"),
+            )
+        return _fetch_arrow(self.uri, query.as_string(None), params)
 
     def arrow(
         self,
@@ -124,18 +159,25 @@ class EntityQuery:
         at = to_instant(as_of, "as_of")
         if lo is not None and hi is not None and hi <= lo:
             raise QueryError(f"end {hi.isoformat()} is not after start {lo.isoformat()}")
-        table_id, names = self._names(feature_table)
         if at is not None:
             name = "as_of"
         elif latest:
             name = "latest_all" if lo is None and hi is None else "latest_window"
         else:
             name = "window"
-        parts = names.parts()
-        parts["ids"] = parts["id_list"]
-        params = [table_id, lo, hi, at][: {"latest_all": 1, "as_of": 4}.get(name, 3)]
-        query = template("query", name, **parts).as_string(None)
-        table = _fetch_arrow(adbc_uri(self.db.url), query, params)
+        count = {"latest_all": 1, "as_of": 4}.get(name, 3)
+        lookup = self._lookup(feature_table)
+        table: pa.Table | None = None
+        try:
+            table = self._run(name, lookup, [lookup.table_id, lo, hi, at][:count])
+        except Exception as e:
+            if "does not exist" not in str(e):
+                raise  # otherwise the storage went since the lookup: look again below
+        if table is None or not table.num_rows:
+            # Empty may mean the lookup is stale (the registry changed): look again.
+            again = self._lookup(feature_table, fresh=True)
+            if table is None or again != lookup:
+                table = self._run(name, again, [again.table_id, lo, hi, at][:count])
         if name == "window":
             table = table.group_by(table.column_names).aggregate([])
         ts = table.column("event_timestamp").cast(pa.timestamp("us", tz="UTC"))

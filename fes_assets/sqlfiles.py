@@ -20,7 +20,8 @@ _NAME = re.compile(r"^-- name: (\w+)\s*$", re.M)
 def _templates(file: str) -> dict[str, str]:
     text = (SQL_DIR / f"{file}.sql").read_text()
     parts = _NAME.split(text)
-    return {parts[i]: parts[i + 1].strip() for i in range(1, len(parts), 2)}
+    # Without the final semicolon a statement can also be wrapped as a subquery.
+    return {parts[i]: parts[i + 1].strip().removesuffix(";") for i in range(1, len(parts), 2)}
 
 
 def template(file: str, name: str, **parts: sql.Composable) -> sql.Composed:

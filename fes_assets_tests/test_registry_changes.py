@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from fes_assets.cli import main as fes
+from fes_assets.query import entity_df
 from fes_assets_tests.conftest import failure_message
 
 T0 = datetime(2021, 4, 1, 8, tzinfo=UTC)
@@ -55,10 +56,16 @@ def test_added_table_is_indexed_and_removed_one_kept_until_pruned(lab, monkeypat
     assert lab.sql("SELECT count(*) FROM files WHERE feature_table = 'b'") == [(0,)]
 
 
+def ids_of(lab, feature_table: str) -> list:
+    df = entity_df(feature_table, url=lab.pg_url, schema=lab.schema)
+    return sorted(df.drop(columns="event_timestamp").itertuples(index=False, name=None))
+
+
 def test_changed_entity_type_is_refused_with_the_rebuild_command(lab, monkeypatch):
     lab.use_registry({"a": spec("a/")})
     lab.put("a/1.parquet", rows([1]))
     assert lab.materialize("driver_id", "2021-04-01").success
+    assert ids_of(lab, "a") == [(1,)]
 
     lab.use_registry({"a": spec("a/", "STRING")})
     lab.put("a/1.parquet", rows(["d-1"], pa.string()))
@@ -72,6 +79,21 @@ def test_changed_entity_type_is_refused_with_the_rebuild_command(lab, monkeypatc
     assert fes(["reset-entity", "driver_id"]) == 0
     assert lab.materialize("driver_id", "2021-04-01").success
     assert lab.ids("entity_driver_id", "driver_id") == [("d-1",)]
+    # The same process asks again: it is answered from the rebuilt storage.
+    assert ids_of(lab, "a") == [("d-1",)]
+
+
+def test_queries_follow_a_table_to_its_new_entity_key(lab):
+    lab.use_registry({"a": spec("a/")})
+    lab.put("a/1.parquet", rows([1]))
+    assert lab.materialize("driver_id", "2021-04-01").success
+    assert ids_of(lab, "a") == [(1,)]
+    moved = spec("a/")
+    moved["entities"] = {"driver_id": "INT64", "trip_id": "INT64"}
+    lab.use_registry({"a": moved})
+    lab.put("a/1.parquet", rows([2]).append_column("trip_id", pa.array([7], pa.int64())))
+    assert lab.materialize("driver_id__trip_id", "2021-04-01").success
+    assert ids_of(lab, "a") == [(2, 7)]
 
 
 def test_a_newer_index_version_is_refused(lab):

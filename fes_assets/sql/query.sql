@@ -28,6 +28,14 @@ WHERE feature_table_id = $1
   AND event_timestamp < least(coalesce($3::timestamptz, 'infinity'), $4::timestamptz);
 
 -- name: feature_table
-SELECT t.id, t.entity_key, (m.value -> t.entity_key)::text AS types
+SELECT t.id, t.entity_key, (m.value -> t.entity_key)::text AS types,
+       (SELECT value::text FROM {schema}.meta WHERE key = 'layout') AS layout
 FROM {schema}.feature_tables t, {schema}.meta m
 WHERE t.name = $1 AND m.key = 'entity_keys';
+
+-- name: guarded
+-- A query made from a cached lookup answers only while the index layout it was made for
+-- holds (checked once, before any row is read); an empty answer sends the caller to look
+-- again.
+SELECT * FROM ({query}) q
+WHERE (SELECT value::text FROM {schema}.meta WHERE key = 'layout') = {layout};
