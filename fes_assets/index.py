@@ -426,6 +426,8 @@ class IndexDb:
                 copy.write(encoded.rows_stream)
             with conn.cursor().copy(template("entity", "copy_changes", **parts)) as copy:
                 copy.write(encoded.changes_stream)
+            qualified = sql.Identifier(self.schema, names.partition(day)).as_string(conn)
+            conn.execute(template("entity", "summarize_day"), {"partition": qualified})
         return encoded.rows
 
     # --- latest ---------------------------------------------------------------------------

@@ -100,6 +100,7 @@ class _Lookup:
 # Feature table -> storage, per (URI, schema, name): saves a round trip per query. Queries
 # made from it are guarded by the layout they were made for (see `guarded` in query.sql).
 _LOOKUPS: dict[tuple[str, str, str], _Lookup] = {}
+_STATEMENTS: dict[tuple, sql.SQL] = {}
 
 
 class EntityQuery:
@@ -111,9 +112,14 @@ class EntityQuery:
         cache_key = (self.uri, self.db.schema, feature_table)
         if not fresh and cache_key in _LOOKUPS:
             return _LOOKUPS[cache_key]
-        t = template("query", "feature_table", schema=sql.Identifier(self.db.schema))
+        t = template(
+            "query",
+            "feature_table",
+            schema=sql.Identifier(self.db.schema),
+            feature_table=sql.Literal(feature_table),
+        )
         try:
-            found = _fetch_arrow(self.uri, t.as_string(None), [feature_table])
+            found = _fetch_arrow(self.uri, t.as_string(None), [])
         except Exception as e:
             if "does not exist" in str(e):
                 raise QueryError(f"no index in schema {self.db.schema!r} yet") from e
@@ -129,20 +135,40 @@ class EntityQuery:
         _LOOKUPS[cache_key] = found
         return found
 
-    def _run(self, name: str, lookup: _Lookup, params: list) -> pa.Table:
-        parts = lookup.names.parts()
-        parts["ids"] = parts["id_list"]
-        query = template("query", name, **parts)
-        if lookup.layout is not None:
-            params = [*params, lookup.layout]
-            query = template(
-                "query",
-                "guarded",
-                query=query,
-                schema=sql.Identifier(self.db.schema),
-                layout=sql.SQL(f"${len(params)}::text"),
-            )
-        return _fetch_arrow(self.uri, query.as_string(None), params)
+    def _statement(self, name: str, lookup: _Lookup) -> sql.SQL:
+        """The query with identifiers filled and value slots left open; kept per lookup, since
+        composing it costs as much as a small query's planning."""
+        names = lookup.names
+        cache_key = (
+            self.db.schema,
+            name,
+            lookup.table_id,
+            lookup.layout,
+            names.key,
+            *names.join_keys,
+        )
+        found = _STATEMENTS.get(cache_key)
+        if found is None:
+            parts = names.parts()
+            parts["ids"] = parts["id_list"]
+            # Identifiers match NAME_RE, so the text holds no braces but the slots.
+            slots = {k: sql.SQL("{" + k + "}") for k in ("start", "end", "as_of", "layout")}
+            query = template("query", name, **parts, table_id=sql.Literal(lookup.table_id), **slots)
+            if lookup.layout is not None:
+                query = template(
+                    "query",
+                    "guarded",
+                    query=query,
+                    schema=sql.Identifier(self.db.schema),
+                    layout=slots["layout"],
+                )
+            found = _STATEMENTS[cache_key] = sql.SQL(query.as_string(None))
+        return found
+
+    def _run(self, name: str, lookup: _Lookup, values: dict[str, object]) -> pa.Table:
+        bound = {k: sql.Literal(v) for k, v in {**values, "layout": lookup.layout}.items()}
+        query = self._statement(name, lookup).format(**bound).as_string(None)
+        return _fetch_arrow(self.uri, query, [])
 
     def arrow(
         self,
@@ -165,11 +191,11 @@ class EntityQuery:
             name = "latest_all" if lo is None and hi is None else "latest_window"
         else:
             name = "window"
-        count = {"latest_all": 1, "as_of": 4}.get(name, 3)
+        values = {"start": lo, "end": hi, "as_of": at}
         lookup = self._lookup(feature_table)
         table: pa.Table | None = None
         try:
-            table = self._run(name, lookup, [lookup.table_id, lo, hi, at][:count])
+            table = self._run(name, lookup, values)
         except Exception as e:
             if "does not exist" not in str(e):
                 raise  # otherwise the storage went since the lookup: look again below
@@ -177,9 +203,9 @@ class EntityQuery:
             # Empty may mean the lookup is stale (the registry changed): look again.
             again = self._lookup(feature_table, fresh=True)
             if table is None or again != lookup:
-                table = self._run(name, again, [again.table_id, lo, hi, at][:count])
+                table = self._run(name, again, values)
         if name == "window":
-            table = table.group_by(table.column_names).aggregate([])
+            table = table.group_by(table.column_names, use_threads=False).aggregate([])
         ts = table.column("event_timestamp").cast(pa.timestamp("us", tz="UTC"))
         return table.set_column(
             table.schema.get_field_index("event_timestamp"), "event_timestamp", ts

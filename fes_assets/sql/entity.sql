@@ -108,6 +108,15 @@ SELECT EXISTS (
 COPY {schema}.{changes} ({id_list}, feature_table_id, event_timestamp, created_timestamp, file_id)
 FROM STDIN (FORMAT binary);
 
+-- name: summarize_day
+-- Pages a COPY adds are not summarized by the BRIN index until this runs (or a vacuum):
+-- until then every query scans the whole day.
+SELECT brin_summarize_new_values(i.indexrelid) AS ranges
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_am a ON a.oid = c.relam
+WHERE i.indrelid = %(partition)s::regclass AND a.amname = 'brin';
+
 -- name: copy_day
 COPY {schema}.{partition} ({id_list}, feature_table_id, event_timestamp, created_timestamp, file_id)
 FROM STDIN (FORMAT binary);
