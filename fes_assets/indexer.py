@@ -125,7 +125,7 @@ class EntityIndexer:
         self.run_id = run_id
         self.log = log
         self.cache_bytes = cache_bytes
-        self._cache: dict[int, dict[int, pa.Table]] = {}
+        self._cache: dict[int, dict] = {}  # file id -> {days, covered, complete}
         self._cached_bytes = 0
         self._jobs: dict[int, int] = {}
         self._table_ids: dict[str, int] = {}
@@ -164,7 +164,7 @@ class EntityIndexer:
             seen = {f["id"]: f["generation"] for f in listed}
         # Newest day first: each id's newest row of the run is then the first one met, and is
         # the only one handed to latest (see `NewestRows`).
-        order = days[::-1]
+        order = self._order = days[::-1]
         self._newest = NewestRows(self.names.join_keys)
         try:
             # One day is read and encoded ahead while the previous one is written.
@@ -297,16 +297,15 @@ class EntityIndexer:
 
     def _rows_for_day(self, f: dict, day: date, report: RunReport, now: datetime) -> pa.Table:
         day_no = (day - date(1970, 1, 1)).days
-        if f["id"] not in self._cache:
-            self._load(f, report, now)
-        cached = self._cache[f["id"]]
-        if day_no in cached:
-            table = cached.pop(day_no)
-            self._cached_bytes -= table.nbytes
-            return table
-        if cached.get("complete"):
+        cached = self._cache.get(f["id"])
+        if cached is None or not (cached["complete"] or day_no in cached["covered"]):
+            self._load(f, day, report, now)
+            cached = self._cache[f["id"]]
+        table = cached["days"].pop(day_no, None)
+        if table is None:
             return self._empty()
-        return self._read_window(f, *day_bounds(day), report)
+        self._cached_bytes -= table.nbytes
+        return table
 
     def _open(self, f: dict):
         ft = self._ft(f["feature_table"])
@@ -344,9 +343,18 @@ class EntityIndexer:
                     raise
         self._jobs.clear()
 
-    def _load(self, f: dict, report: RunReport, now: datetime) -> None:
-        """Read the object's rows for the run's days (validating the whole object once per
-        generation) and keep them per day, or nothing if they would not fit the cache."""
+    def _window(self, day: date, per_day_bytes: float) -> list[date]:
+        """The run's days from `day` on, in processing order, whose rows (as estimated from
+        the footer) fit the cache's free room: one read serves them all."""
+        free = max(self.cache_bytes - self._cached_bytes, 0)
+        k = max(1, int(free // max(per_day_bytes, 1.0)))
+        i = self._order.index(day)
+        return self._order[i : i + k]
+
+    def _load(self, f: dict, day: date, report: RunReport, now: datetime) -> None:
+        """Read the object's rows for as many of the run's days as the cache holds, from
+        `day` on (validating the whole object once per generation), kept per day. An object
+        larger than the cache is read once per window of days, not once per day."""
         self._start_job(f)
         ft = self._ft(f["feature_table"])
         path = f"s3://{f['bucket']}/{f['key']}"
@@ -363,10 +371,15 @@ class EntityIndexer:
             overlapping = sum(
                 rg.num_rows for rg in footer.row_groups if rg.overlaps(run_start, run_end)
             )
-            fits = (
-                overlapping * (24 + 8 * len(ft.join_keys)) + self._cached_bytes <= self.cache_bytes
+            row_bytes = 24 + 8 * len(ft.join_keys)
+            complete = overlapping * row_bytes + self._cached_bytes <= self.cache_bytes
+            window = (
+                self._order
+                if complete
+                else self._window(day, overlapping * row_bytes / len(self._days))
             )
-            cached: dict = {}
+            start, end = day_bounds(min(window))[0], day_bounds(max(window))[1]
+            pieces: dict[int, list[pa.Table]] = {}
             if not f["validated"]:
                 facts = FileFacts(row_count=footer.num_rows)
                 begin = partitions_begin(self.registry.partitions_start)
@@ -380,17 +393,16 @@ class EntityIndexer:
                         b, a = outside_counts(ts, begin, last)
                         facts.rows_before_start += b
                         facts.rows_after_end += a
-                    if fits:
-                        self._split(table, cached, run_start, run_end)
+                    self._split(table, pieces, start, end)
                 self.store.ensure_unchanged(f["bucket"], f["key"], f["etag"])
                 self.catalog.mark_validated(f, facts)
                 f["validated"] = True
                 read.max_event = facts.max_ts
-            elif fits:
-                for table in iter_row_groups(pf, ft, footer, run_start, run_end):
-                    self._split(table, cached, run_start, run_end)
+            else:
+                for table in iter_row_groups(pf, ft, footer, start, end):
+                    self._split(table, pieces, start, end)
                 self.store.ensure_unchanged(f["bucket"], f["key"], f["etag"])
-                read.max_event = footer.max_ts
+                read.max_event = read.max_event or footer.max_ts
             if read.max_event is None:
                 read.max_event = f.get("max_event_timestamp")
         except BadObjectError as e:
@@ -412,17 +424,16 @@ class EntityIndexer:
                 raise  # the store is failing, not the file: the run fails and is retried
             self._fail(f, f"not a readable parquet file: {e}", report)
             raise _Unreadable from e
-        if fits:
-            tagged = {}
-            for day_no, pieces in cached.items():
-                t = self._tag(pa.concat_tables(pieces), f)
-                self._note(read, t)
-                tagged[day_no] = t
-                self._cached_bytes += t.nbytes
-            tagged["complete"] = True
-            self._cache[f["id"]] = tagged
-        else:
-            self._cache[f["id"]] = {}
+        covered = {(d - date(1970, 1, 1)).days for d in window}
+        days: dict[int, pa.Table] = {}
+        for day_no, day_pieces in pieces.items():
+            if day_no not in covered:
+                continue  # inside the window's span but not a day of this run
+            t = self._tag(pa.concat_tables(day_pieces), f)
+            self._note(read, t)
+            days[day_no] = t
+            self._cached_bytes += t.nbytes
+        self._cache[f["id"]] = {"days": days, "covered": covered, "complete": complete}
 
     def _split(self, table: pa.Table, cached: dict, start: datetime, end: datetime) -> None:
         ts = table.column("event_timestamp")
@@ -435,22 +446,6 @@ class EntityIndexer:
         day_no = pc.divide(table.column("event_timestamp").cast(pa.int64()), _US_PER_DAY)
         for d in pc.unique(day_no).to_pylist():
             cached.setdefault(d, []).append(table.filter(pc.equal(day_no, d)))
-
-    def _read_window(self, f: dict, start: datetime, end: datetime, report: RunReport) -> pa.Table:
-        try:
-            ft, pf, footer = self._open(f)
-            pieces = list(iter_row_groups(pf, ft, footer, start, end))
-            self.store.ensure_unchanged(f["bucket"], f["key"], f["etag"])
-        except BadObjectError as e:
-            self._fail(f, str(e), report)
-            raise _Unreadable from e
-        except ObjectChangedError as e:
-            report.skipped[f"s3://{f['bucket']}/{f['key']}"] = str(e)
-            report.skipped_ids.add(f["id"])
-            raise _Unreadable from e
-        table = self._tag(pa.concat_tables(pieces), f) if pieces else self._empty()
-        self._note(report.files[f["id"]], table)
-        return table
 
     def _tag(self, table: pa.Table, f: dict) -> pa.Table:
         n = table.num_rows

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from fes_assets.index import IndexDb
 from fes_assets.indexer import EntityIndexer
 from fes_assets.objects import ObjectStore, ObjectStoreSettings
 from fes_assets_tests.conftest import ACCESS_KEY, SECRET_KEY
@@ -36,6 +37,7 @@ DRIVERS = {
 CHILD = r"""
 import json, sys
 from datetime import date
+from fes_assets.index import IndexDb
 from fes_assets.indexer import EntityIndexer
 from fes_assets.index import IndexDb
 from fes_assets.objects import ObjectStore, ObjectStoreSettings
@@ -115,6 +117,7 @@ class FaultyProxy(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.upstream = upstream.removeprefix("http://")
         self.pattern, self.count, self.lock = pattern, 0, threading.Lock()
         self.seen: dict[str, int] = {}
+        self.requests: list[tuple[str, str]] = []  # (method, path) as forwarded
         super().__init__(("127.0.0.1", 0), _Handler)
 
     def next_fault(self) -> str:
@@ -148,6 +151,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if fault == "slow":
             time.sleep(0.5)
+        self.server.requests.append((self.command, self.path))
         upstream = http.client.HTTPConnection(self.server.upstream, timeout=30)
         upstream.request(self.command, self.path, body, dict(self.headers))
         response = upstream.getresponse()
@@ -210,3 +214,35 @@ def test_a_persistent_s3_outage_fails_the_run_clearly_and_marks_no_file(lab):
         [DAY]
     )
     assert report.rows == 100
+
+
+def test_an_object_larger_than_the_cache_is_read_once_per_window_of_days(lab):
+    """Rows of six days in every row group; with room for two days at a time the object is
+    read three times, not six, and the index is the same whatever the room."""
+    lab.use_registry(DRIVERS)
+    days = [date(2021, 4, d) for d in range(1, 7)]
+    table = many(6000)
+    spread = pa.array(
+        table.column("event_timestamp").cast(pa.int64()).to_numpy()
+        + np.arange(6000) % 6 * 86_400_000_000,
+        pa.int64(),
+    ).cast(pa.timestamp("us", tz="UTC"))
+    lab.put("d/big.parquet", table.set_column(1, "event_timestamp", spread), row_group_size=1000)
+    seen = {}
+    per_day_estimate = 6000 * 32 // 6
+    for label, cache in (("one day", per_day_estimate), ("two days", 2 * per_day_estimate)):
+        proxy, store = proxied(lab, ["ok"])
+        db = IndexDb(lab.pg_url, f"{lab.schema}_{cache}")
+        try:
+            EntityIndexer(
+                store, db, lab.registry, "driver_id", log=lambda m: None, cache_bytes=cache
+            ).run(days)
+        finally:
+            proxy.shutdown()
+        gets = sum(1 for method, path in proxy.requests if method == "GET" and "big" in path)
+        rows = lab.sql(f"SELECT driver_id, event_timestamp FROM {db.schema}.entity_driver_id")
+        seen[label] = (gets, sorted(rows))
+    assert len(seen["one day"][1]) == 6000
+    assert seen["one day"][1] == seen["two days"][1]
+    # Each pass reads the footer and the row groups: half the passes, about half the reads.
+    assert seen["two days"][0] * 3 <= seen["one day"][0] * 2
