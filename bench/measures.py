@@ -360,7 +360,7 @@ def query_latency(servers: Servers, rows: int, files: int, instance, repeats: in
         return read
 
     # Sub-millisecond figures need more samples than the run's default to find their floor.
-    repeats = max(repeats, 20)
+    window_repeats = max(repeats, 20)
     # The anchors keep one open connection, as entity_df does (opening one costs ~30 ms).
     anchor_conn = adbc.connect(adbc_uri(db.url), autocommit=True)
     results = []
@@ -370,16 +370,16 @@ def query_latency(servers: Servers, rows: int, files: int, instance, repeats: in
         ("1-hour window", day_lo + timedelta(hours=9), day_lo + timedelta(hours=10)),
     ):
         ours_min, ours_med, got = timed(
-            lambda lo=lo, hi=hi: query.arrow(data.TABLE, lo, hi), repeats
+            lambda lo=lo, hi=hi: query.arrow(data.TABLE, lo, hi), window_repeats
         )
-        scan_min, scan_med, scanned = timed(lambda lo=lo, hi=hi: scan(lo, hi), repeats)
+        scan_min, scan_med, scanned = timed(lambda lo=lo, hi=hi: scan(lo, hi), window_repeats)
         limit = exact(
             f"exact_{label[:6].replace('-', '_')}",
             f'SELECT DISTINCT driver_id, event_timestamp FROM "{db.schema}"._e_driver_id '
             f"WHERE event_timestamp >= '{lo.isoformat()}' AND event_timestamp < "
             f"'{hi.isoformat()}'",
         )
-        lim_min, lim_med, exact_rows = timed(limit, repeats)
+        lim_min, lim_med, exact_rows = timed(limit, window_repeats)
         assert got.num_rows == exact_rows.num_rows
         detail = {
             "rows": got.num_rows,
@@ -454,6 +454,7 @@ MEMORY_CHILD = r"""
 import json, sys, threading, time
 from datetime import date, timedelta
 import psutil
+import pyarrow as pa
 from fes_assets.indexer import EntityIndexer
 from fes_assets.index import IndexDb
 from fes_assets.objects import ObjectStore, ObjectStoreSettings
@@ -463,10 +464,12 @@ args = json.loads(sys.argv[1])
 proc = psutil.Process()
 idle = proc.memory_info().rss
 peak = [idle]
+arrow_peak = [0]
 stop = False
 def sample():
     while not stop:
         peak[0] = max(peak[0], proc.memory_info().rss)
+        arrow_peak[0] = max(arrow_peak[0], pa.total_allocated_bytes())
         time.sleep(0.02)
 t = threading.Thread(target=sample, daemon=True); t.start()
 store = ObjectStore(ObjectStoreSettings(endpoint_url=args["endpoint"], access_key_id="bench-key",
@@ -478,7 +481,8 @@ report = EntityIndexer(store, IndexDb(args["url"], args["schema"]), reg, "driver
                        log=lambda m: None).run(days)
 seconds = time.perf_counter() - t0
 stop = True; t.join()
-print(json.dumps({"idle": idle, "peak": peak[0], "rows": report.rows, "seconds": seconds}))
+print(json.dumps({"idle": idle, "peak": peak[0], "rows": report.rows, "seconds": seconds,
+                  "arrow_peak": arrow_peak[0], "pool": pa.default_memory_pool().backend_name}))
 """
 
 
@@ -534,7 +538,12 @@ def memory(servers: Servers, target_bytes: int) -> list[Result]:
             "MiB above idle",
             "<= 512 MiB",
             above <= 512,
-            {"seconds": out["seconds"], "file bytes": size},
+            {
+                "seconds": out["seconds"],
+                "file bytes": size,
+                "Arrow's peak MiB": out["arrow_peak"] / 2**20,
+                "Arrow pool": out["pool"],
+            },
         )
     ]
 

@@ -18,13 +18,19 @@ def _fmt(value: float, unit: str) -> str:
     return f"{value:,.1f}"
 
 
-def _plot(out: Path, item: str, rows: list[Result]) -> str:
+def report_name(mode: str) -> str:
+    """The full run is the reference (docs/benchmarks.md); other modes write beside it."""
+    return "benchmarks.md" if mode == "full" else f"benchmarks-{mode}.md"
+
+
+def _plot(out: Path, mode: str, item: str, rows: list[Result]) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    name = "bench-" + item.split(".")[0] + ".png"
+    prefix = "bench-" if mode == "full" else f"bench-{mode}-"
+    name = prefix + item.split(".")[0] + ".png"
     fig, ax = plt.subplots(figsize=(8, 0.9 + 0.7 * len(rows)))
     labels, ours, anchors = [], [], []
     for r in rows:
@@ -56,6 +62,9 @@ def write(out: Path, mode: str, machine: dict, results: list[Result], seconds: f
         "PostgreSQL and moto S3 server; times are the minimum over repeats (medians in the "
         "details), since this machine is shared and noisy.",
         "",
+        "The reference is the full run (`make bench-full`, docs/benchmarks.md); the quick run "
+        "(`make bench`, docs/benchmarks-quick.md) measures the same items at smaller sizes.",
+        "",
         f"- mode: **{mode}**, {seconds / 60:.1f} minutes",
         *(f"- {k}: {v}" for k, v in machine.items()),
         "",
@@ -69,7 +78,8 @@ def write(out: Path, mode: str, machine: dict, results: list[Result], seconds: f
         ]
         for r in rows:
             lines.append(
-                f"| {r.measure} | {_fmt(r.ours, r.unit)} {r.unit} | {_fmt(r.anchor, r.unit)} | "
+                f"| {r.measure} | {_fmt(r.ours, r.unit)}{_unit(r.unit)} | "
+                f"{_fmt(r.anchor, r.unit)} | "
                 f"{r.anchor_name} | {r.ratio:.3g} | {r.goal} | {'yes' if r.met else '**no**'} |"
             )
         details = [
@@ -78,10 +88,14 @@ def write(out: Path, mode: str, machine: dict, results: list[Result], seconds: f
             if r.detail
         ]
         lines += ["", *(f"- {d}" for d in details), ""]
-        lines += [f"![{item}]({_plot(out, item, rows)})", ""]
+        lines += [f"![{item}]({_plot(out, mode, item, rows)})", ""]
     if NOTES.exists():
         lines += [NOTES.read_text().strip(), ""]
-    (out / "benchmarks.md").write_text("\n".join(lines))
+    (out / report_name(mode)).write_text("\n".join(lines))
+
+
+def _unit(unit: str) -> str:
+    return "" if unit == "s" else f" {unit}"  # seconds are already written as ms or s
 
 
 def _detail(value) -> str:

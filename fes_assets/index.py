@@ -57,10 +57,13 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
 
 
 @dataclass(frozen=True)
-class EncodedDay:
+class DayRows:
+    """A day's new rows in storage order and its latest candidates, in COPY column order;
+    encoded in pieces while written, so no day's stream is ever whole in memory."""
+
     rows: int
-    rows_stream: bytes
-    changes_stream: bytes
+    ordered: pa.Table | None
+    candidates: pa.Table | None
 
 
 @dataclass(frozen=True)
@@ -356,15 +359,15 @@ class IndexDb:
             )
             yield conn
 
-    def encode_day(
+    def order_day(
         self, names: EntityNames, day: date, rows: pa.Table, newest: NewestRows
-    ) -> EncodedDay:
-        """COPY streams for a day's new rows (sorted, so each partition is stored in time
-        order) and for its latest candidates. CPU-only: runs ahead of the writes. `rows`
-        carries a `path_rank` column (see `newest.path_ranks`)."""
+    ) -> DayRows:
+        """A day's new rows sorted (so each partition is stored in time order) and its latest
+        candidates. CPU-only: runs ahead of the writes. `rows` carries a `path_rank` column
+        (see `newest.path_ranks`)."""
         if not rows.num_rows:
             newest.candidates(day, rows)
-            return EncodedDay(0, b"", b"")
+            return DayRows(0, None, None)
         columns = [
             *names.join_keys,
             "feature_table_id",
@@ -374,18 +377,14 @@ class IndexDb:
         ]
         ordered = sort_for_latest(rows)
         candidates = newest.candidates(day, ordered)
-        return EncodedDay(
-            rows.num_rows,
-            pgcopy.encode(ordered.select(columns)),
-            pgcopy.encode(candidates.select(columns)),
-        )
+        return DayRows(rows.num_rows, ordered.select(columns), candidates.select(columns))
 
     def replace_day(
         self,
         conn: psycopg.Connection,
         names: EntityNames,
         day: date,
-        encoded: EncodedDay,
+        encoded: DayRows,
         *,
         feature_table_ids: Sequence[int] | None = None,
         file_ids: Sequence[int] | None = None,
@@ -423,9 +422,11 @@ class IndexDb:
                 conn.execute(template("entity", "delete_day_files", **parts), params)
         if encoded.rows:
             with conn.cursor().copy(template("entity", "copy_day", **parts)) as copy:
-                copy.write(encoded.rows_stream)
+                for piece in pgcopy.iter_encode(encoded.ordered):
+                    copy.write(piece)
             with conn.cursor().copy(template("entity", "copy_changes", **parts)) as copy:
-                copy.write(encoded.changes_stream)
+                for piece in pgcopy.iter_encode(encoded.candidates):
+                    copy.write(piece)
             qualified = sql.Identifier(self.schema, names.partition(day)).as_string(conn)
             conn.execute(template("entity", "summarize_day"), {"partition": qualified})
         return encoded.rows

@@ -21,13 +21,13 @@ from .catalog import (
     partitions_begin,
     partitions_end,
 )
-from .index import EncodedDay, EntityNames, IndexDb, day_bounds
+from .index import DayRows, EntityNames, IndexDb, day_bounds
 from .newest import NewestRows, path_ranks
 from .objects import ObjectChangedError, ObjectStore, is_store_error
 from .readers import ARROW_TYPES, TS_TYPE, BadObjectError, iter_row_groups, read_footer
 from .registry import FeatureTable, Registry
 
-CACHE_BYTES = 256 * 2**20
+CACHE_BYTES = 128 * 2**20
 # Called after each day a run commits, with (entity key, day, rows): a command line's progress
 # bar listens here when it runs materializations in its own process.
 PROGRESS_HOOKS: list[Callable[[str, date, int], None]] = []
@@ -95,7 +95,7 @@ def _touches(f: dict, start: datetime, end: datetime) -> bool:
 @dataclass
 class _Prepared:
     day: date
-    encoded: EncodedDay
+    encoded: DayRows
     applied: list[int]  # files whose rows the day now holds
     touched: list[dict]  # change lists: files whose rows in the day are replaced
 
@@ -256,7 +256,7 @@ class EntityIndexer:
                 pieces.append(table)
         rows = pa.concat_tables(pieces) if pieces else self._empty()
         rows = rows.append_column("path_rank", path_ranks(rows.column("file_id"), paths))
-        encoded = self.db.encode_day(self.names, day, rows, self._newest)
+        encoded = self.db.order_day(self.names, day, rows, self._newest)
         return _Prepared(day, encoded, applied, touched)
 
     def _write_day(self, prepared: _Prepared | None, listed: list[dict] | None) -> int:
@@ -305,7 +305,7 @@ class EntityIndexer:
         if table is None:
             return self._empty()
         self._cached_bytes -= table.nbytes
-        return table
+        return self._tag(table, f)  # tagged only now: the cache holds ids and times alone
 
     def _open(self, f: dict):
         ft = self._ft(f["feature_table"])
@@ -429,7 +429,7 @@ class EntityIndexer:
         for day_no, day_pieces in pieces.items():
             if day_no not in covered:
                 continue  # inside the window's span but not a day of this run
-            t = self._tag(pa.concat_tables(day_pieces), f)
+            t = pa.concat_tables(day_pieces)
             self._note(read, t)
             days[day_no] = t
             self._cached_bytes += t.nbytes

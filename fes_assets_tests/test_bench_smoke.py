@@ -10,7 +10,7 @@ from bench.run import main as bench
 @pytest.mark.timeout(600)
 def test_bench_tiny_writes_its_report(tmp_path):
     assert bench(["--tiny", "--out", str(tmp_path)]) == 0
-    text = (tmp_path / "benchmarks.md").read_text()
+    text = (tmp_path / "benchmarks-tiny.md").read_text()
     for item in (
         "1. indexing throughput",
         "2. sensor tick",
@@ -19,4 +19,4 @@ def test_bench_tiny_writes_its_report(tmp_path):
         "5. backfill",
     ):
         assert f"## {item}" in text
-    assert len(list(tmp_path.glob("bench-*.png"))) == 5
+    assert len(list(tmp_path.glob("bench-tiny-*.png"))) == 5

@@ -97,7 +97,10 @@ def test_sigkill_mid_copy_leaves_the_day_as_before_and_a_retry_completes(lab):
         time.sleep(0.01)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
-    while lab.sql("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'COPY %%_e_driver_id%%'"):
+    while lab.sql(
+        "SELECT 1 FROM pg_stat_activity WHERE state <> 'idle' "
+        "AND query LIKE 'COPY %%_e_driver_id_20210401%%'"
+    ):
         time.sleep(0.1)  # the server notices the lost client and rolls its transaction back
     assert lab.ids("entity_driver_id", "driver_id", "event_timestamp") == before
     report = EntityIndexer(lab.store, lab.db, lab.registry, "driver_id", log=lambda m: None).run(
