@@ -98,9 +98,26 @@ def _unit(unit: str) -> str:
     return "" if unit == "s" else f" {unit}"  # seconds are already written as ms or s
 
 
+def refresh_notes(report: Path) -> None:
+    """Embed the current bench/notes.md in an existing report, replacing the notes it was
+    written with (the measured tables stay as they are)."""
+    text = report.read_text()
+    heading = NOTES.read_text().strip().splitlines()[0]
+    at = text.find(heading)
+    kept = text[:at] if at >= 0 else text.rstrip() + "\n\n"
+    report.write_text(kept + NOTES.read_text().strip() + "\n")
+
+
 def _detail(value) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {_detail(v)}" for k, v in value.items()) + "}"
     if isinstance(value, float):
         return f"{value:,.3g}" if value < 100 else f"{value:,.0f}"
     return str(value)
+
+
+if __name__ == "__main__":
+    import sys
+
+    for name in sys.argv[1:] or ["docs/benchmarks.md", "docs/benchmarks-quick.md"]:
+        refresh_notes(Path(name))
