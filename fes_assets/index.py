@@ -460,12 +460,31 @@ class IndexDb:
             written = 0
             if marked:
                 conn.execute(template("entity", "latest_delete_marked", **parts))
-                written += conn.execute(
-                    template("entity", "latest_recompute_marked", **parts)
-                ).rowcount
+                written += self._recompute_marked(conn, names, marked)
             written += conn.execute(template("entity", "latest_merge_candidates", **parts)).rowcount
             conn.execute(template("entity", "latest_forget", **parts), p)
             return {"recomputed_ids": marked, "latest_rows_written": written}
+
+    def _recompute_marked(self, conn: psycopg.Connection, names: EntityNames, marked: int) -> int:
+        """Latest rows for the marked ids from history, newest day first, stopping once every
+        id is found: a rebuilt newest day resolves its ids in the first partition instead of
+        a join over the whole history."""
+        conn.execute(template("entity", "latest_unresolved"))
+        days = conn.execute(
+            template("entity", "latest_day_partitions"),
+            {"schema": self.schema, "rows": names.rows},
+        ).fetchall()
+        written, remaining = 0, marked
+        for day in days:
+            if not remaining:
+                break
+            parts = names.parts(partition=sql.Identifier(day["name"]))
+            found = conn.execute(template("entity", "latest_recompute_marked", **parts)).rowcount
+            if found:
+                conn.execute(template("entity", "latest_resolved", **parts))
+                written += found
+                remaining -= found
+        return written
 
     def count_rows(self, names: EntityNames, table: str) -> int:
         with self.connect() as conn:

@@ -134,16 +134,34 @@ ANALYZE fes_marked;
 DELETE FROM {schema}.{latest_table} l USING fes_marked c
 WHERE l.feature_table_id = c.feature_table_id AND {l_eq_c};
 
+-- name: latest_unresolved
+CREATE TEMP TABLE fes_unresolved ON COMMIT DROP AS SELECT * FROM fes_marked;
+
+-- name: latest_day_partitions
+-- Newest day first: a marked id's latest row is in the newest day that has rows of it.
+SELECT c.relname AS name
+FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+JOIN pg_class p ON p.oid = i.inhparent
+JOIN pg_namespace n ON n.oid = p.relnamespace
+WHERE n.nspname = %(schema)s AND p.relname = %(rows)s
+ORDER BY c.relname DESC;
+
 -- name: latest_recompute_marked
--- Ties: the newest created_timestamp, then the greatest path (byte order, as everywhere).
+-- One day's rows of the ids still unresolved. Ties: the newest created_timestamp, then the
+-- greatest path (byte order, as everywhere).
 INSERT INTO {schema}.{latest_table} ({id_list}, feature_table_id, event_timestamp, created_timestamp, file_id)
 SELECT DISTINCT ON (r.feature_table_id, {r_ids})
        {r_ids}, r.feature_table_id, r.event_timestamp, r.created_timestamp, r.file_id
-FROM {schema}.{rows} r
-JOIN fes_marked c ON c.feature_table_id = r.feature_table_id AND {r_eq_c}
+FROM {schema}.{partition} r
+JOIN fes_unresolved c ON c.feature_table_id = r.feature_table_id AND {r_eq_c}
 JOIN {schema}.files f ON f.id = r.file_id
 ORDER BY r.feature_table_id, {r_ids}, r.event_timestamp DESC,
          r.created_timestamp DESC NULLS LAST, ('s3://' || f.bucket || '/' || f.key) COLLATE "C" DESC;
+
+-- name: latest_resolved
+DELETE FROM fes_unresolved c USING {schema}.{latest_table} l
+WHERE l.feature_table_id = c.feature_table_id AND {l_eq_c};
 
 -- name: latest_merge_candidates
 -- The other ids' candidates: the best per id, kept where it beats the row latest holds.
