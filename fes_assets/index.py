@@ -384,7 +384,7 @@ class IndexDb:
         conn: psycopg.Connection,
         names: EntityNames,
         day: date,
-        encoded: DayRows,
+        day_rows: DayRows,
         *,
         feature_table_ids: Sequence[int] | None = None,
         file_ids: Sequence[int] | None = None,
@@ -393,43 +393,54 @@ class IndexDb:
         (a rebuild) or of `file_ids` (a change list), load the new rows, and leave latest
         its candidates and, where removed rows may have been an id's latest, markers."""
         parts = names.parts(partition=sql.Identifier(names.partition(day)))
-        start, end = day_bounds(day)
         if feature_table_ids is not None:
-            params = {"feature_table_ids": list(feature_table_ids)}
-            if conn.execute(template("entity", "has_day_tables", **parts), params).fetchone()[
-                "found"
-            ]:
-                conn.execute(
-                    template("entity", "mark_day_tables", **parts),
-                    {**params, "day_start": start, "day_end": end},
-                )
-                others = conn.execute(
-                    template("entity", "count_other_tables", **parts), params
-                ).fetchone()
-                if next(iter(others.values())):
-                    conn.execute(template("entity", "delete_day_tables", **parts), params)
-                else:
-                    conn.execute(template("entity", "truncate_day", **parts))
+            # A rebuild that empties the day truncates it: cheaper than deleting every row.
+            self._remove(conn, parts, day, "feature_table_id", feature_table_ids, truncate=True)
         if file_ids:
-            params = {"file_ids": list(file_ids)}
-            if conn.execute(template("entity", "has_day_files", **parts), params).fetchone()[
-                "found"
-            ]:
-                conn.execute(
-                    template("entity", "mark_day_files", **parts),
-                    {**params, "day_start": start, "day_end": end},
-                )
-                conn.execute(template("entity", "delete_day_files", **parts), params)
-        if encoded.rows:
+            self._remove(conn, parts, day, "file_id", file_ids, truncate=False)
+        if day_rows.rows:
             with conn.cursor().copy(template("entity", "copy_day", **parts)) as copy:
-                for piece in pgcopy.iter_encode(encoded.ordered):
+                for piece in pgcopy.iter_encode(day_rows.ordered):
                     copy.write(piece)
             with conn.cursor().copy(template("entity", "copy_changes", **parts)) as copy:
-                for piece in pgcopy.iter_encode(encoded.candidates):
+                for piece in pgcopy.iter_encode(day_rows.candidates):
                     copy.write(piece)
             qualified = sql.Identifier(self.schema, names.partition(day)).as_string(conn)
             conn.execute(template("entity", "summarize_day"), {"partition": qualified})
-        return encoded.rows
+        return day_rows.rows
+
+    def _remove(
+        self,
+        conn: psycopg.Connection,
+        parts: dict[str, sql.Composable],
+        day: date,
+        column: str,
+        ids: Sequence[int],
+        *,
+        truncate: bool,
+    ) -> None:
+        """Remove the day's rows whose `column` is in `ids`, marking for latest the ids whose
+        latest row may go with them."""
+        parts = {
+            **parts,
+            "removed": sql.SQL("{} = ANY(%(removed)s)").format(sql.Identifier(column)),
+        }
+        params = {"removed": list(ids)}
+
+        def exists(name: str) -> bool:
+            return conn.execute(template("entity", name, **parts), params).fetchone()["found"]
+
+        if not exists("has_removed"):
+            return
+        start, end = day_bounds(day)
+        conn.execute(
+            template("entity", "mark_removed", **parts),
+            {**params, "day_start": start, "day_end": end},
+        )
+        if truncate and not exists("keeps_others"):
+            conn.execute(template("entity", "truncate_day", **parts))
+        else:
+            conn.execute(template("entity", "delete_removed", **parts), params)
 
     # --- latest ---------------------------------------------------------------------------
 

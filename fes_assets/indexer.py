@@ -95,7 +95,7 @@ def _touches(f: dict, start: datetime, end: datetime) -> bool:
 @dataclass
 class _Prepared:
     day: date
-    encoded: DayRows
+    day_rows: DayRows
     applied: list[int]  # files whose rows the day now holds
     touched: list[dict]  # change lists: files whose rows in the day are replaced
 
@@ -167,7 +167,7 @@ class EntityIndexer:
         order = self._order = days[::-1]
         self._newest = NewestRows(self.names.join_keys)
         try:
-            # One day is read and encoded ahead while the previous one is written.
+            # One day is read and sorted ahead while the previous one is written.
             with ThreadPoolExecutor(1, thread_name_prefix="fes-read") as reader:
                 ahead = reader.submit(self._prepare_day, order[0], listed, report, now)
                 for i, day in enumerate(order, 1):
@@ -256,8 +256,8 @@ class EntityIndexer:
                 pieces.append(table)
         rows = pa.concat_tables(pieces) if pieces else self._empty()
         rows = rows.append_column("path_rank", path_ranks(rows.column("file_id"), paths))
-        encoded = self.db.order_day(self.names, day, rows, self._newest)
-        return _Prepared(day, encoded, applied, touched)
+        day_rows = self.db.order_day(self.names, day, rows, self._newest)
+        return _Prepared(day, day_rows, applied, touched)
 
     def _write_day(self, prepared: _Prepared | None, listed: list[dict] | None) -> int:
         if prepared is None:
@@ -267,18 +267,18 @@ class EntityIndexer:
         with self.db.day_transaction(self.names, day) as conn:
             if listed is None:
                 ids = [self._table_ids[t.name] for t in self.tables]
-                self.db.replace_day(conn, self.names, day, prepared.encoded, feature_table_ids=ids)
+                self.db.replace_day(conn, self.names, day, prepared.day_rows, feature_table_ids=ids)
             else:
                 self.db.replace_day(
                     conn,
                     self.names,
                     day,
-                    prepared.encoded,
+                    prepared.day_rows,
                     file_ids=[f["id"] for f in prepared.touched],
                 )
             if prepared.applied:
                 self.catalog.mark_indexed(conn, prepared.applied)
-        return prepared.encoded.rows
+        return prepared.day_rows.rows
 
     def _empty(self) -> pa.Table:
         fields = [pa.field(k, ARROW_TYPES[self.names.types[k]]) for k in self.names.join_keys]

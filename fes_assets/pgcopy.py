@@ -18,38 +18,31 @@ TRAILER = (-1).to_bytes(2, "big", signed=True)
 PG_EPOCH_OFFSET_US = 946_684_800_000_000
 
 
-def _fixed(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, int]:
-    """(big-endian bytes as an (n, width) uint8 matrix, validity, width) for fixed types."""
-    t = arr.type
-    if pa.types.is_timestamp(t):
-        values = arr.cast(pa.int64()).fill_null(0).to_numpy() - PG_EPOCH_OFFSET_US
-        width, dtype = 8, ">i8"
-    elif pa.types.is_boolean(t):
-        values = arr.fill_null(False).to_numpy(zero_copy_only=False).astype(np.uint8)
-        width, dtype = 1, "u1"
-    elif pa.types.is_integer(t):
-        width = t.bit_width // 8
-        values = arr.fill_null(0).to_numpy()
-        dtype = f">i{width}"
-    else:
-        raise TypeError(f"unsupported fixed type {t}")
-    valid = (
-        np.ones(len(arr), dtype=bool)
-        if arr.null_count == 0
-        else arr.is_valid().to_numpy(zero_copy_only=False)
-    )
-    data = np.ascontiguousarray(values.astype(dtype)).view(np.uint8).reshape(len(arr), width)
-    return data, valid, width
-
-
 def _values(arr: pa.Array) -> tuple[np.ndarray, str]:
-    """Native values of a fixed-width column with no nulls, and its big-endian wire type."""
+    """Native values of a fixed-width column (nulls as zero), and its big-endian wire type."""
     t = arr.type
+    if not _is_fixed(t):
+        raise TypeError(f"unsupported fixed type {t}")
+    if arr.null_count:
+        arr = arr.fill_null(pa.scalar(False if pa.types.is_boolean(t) else 0, t))
     if pa.types.is_timestamp(t):
         return arr.cast(pa.int64()).to_numpy() - PG_EPOCH_OFFSET_US, ">i8"
     if pa.types.is_boolean(t):
         return arr.to_numpy(zero_copy_only=False).astype(np.uint8), "u1"
     return arr.to_numpy(), f">i{t.bit_width // 8}"
+
+
+def _fixed(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, int]:
+    """(big-endian bytes as an (n, width) uint8 matrix, validity, width) for fixed types."""
+    values, wire = _values(arr)
+    width = np.dtype(wire).itemsize
+    valid = (
+        np.ones(len(arr), dtype=bool)
+        if arr.null_count == 0
+        else arr.is_valid().to_numpy(zero_copy_only=False)
+    )
+    data = np.ascontiguousarray(values.astype(wire)).view(np.uint8).reshape(len(arr), width)
+    return data, valid, width
 
 
 def _is_fixed(t: pa.DataType) -> bool:

@@ -60,49 +60,30 @@ JOIN {schema}.files f ON f.id = r.file_id;
 CREATE TABLE IF NOT EXISTS {schema}.{partition} PARTITION OF {schema}.{rows}
     FOR VALUES FROM ({day_start}) TO ({day_end});
 
--- name: has_day_tables
-SELECT EXISTS (
-    SELECT 1 FROM {schema}.{partition} WHERE feature_table_id = ANY(%(feature_table_ids)s)
-) AS found;
+-- The day's rows about to be removed are those matching {removed}: of some feature tables
+-- (a rebuild) or of some files (a change list), the ids bound as %(removed)s.
 
--- name: has_day_files
-SELECT EXISTS (SELECT 1 FROM {schema}.{partition} WHERE file_id = ANY(%(file_ids)s)) AS found;
+-- name: has_removed
+SELECT EXISTS (SELECT 1 FROM {schema}.{partition} WHERE {removed}) AS found;
 
--- name: mark_day_tables
--- Rows of the day are about to go. Latest changes only for ids whose latest row, or a
--- candidate not yet taken in, is among them: those recompute from history.
+-- name: keeps_others
+SELECT EXISTS (SELECT 1 FROM {schema}.{partition} WHERE NOT ({removed})) AS found;
+
+-- name: mark_removed
+-- Latest changes only for ids whose latest row, or a candidate not yet taken in, is among
+-- the removed rows: those recompute from history.
 INSERT INTO {schema}.{changes} ({id_list}, feature_table_id)
 SELECT {id_list}, feature_table_id FROM {schema}.{latest_table}
-WHERE feature_table_id = ANY(%(feature_table_ids)s)
-  AND event_timestamp >= %(day_start)s AND event_timestamp < %(day_end)s
+WHERE {removed} AND event_timestamp >= %(day_start)s AND event_timestamp < %(day_end)s
 UNION
 SELECT {id_list}, feature_table_id FROM {schema}.{changes}
-WHERE feature_table_id = ANY(%(feature_table_ids)s)
-  AND event_timestamp >= %(day_start)s AND event_timestamp < %(day_end)s;
+WHERE {removed} AND event_timestamp >= %(day_start)s AND event_timestamp < %(day_end)s;
 
--- name: mark_day_files
-INSERT INTO {schema}.{changes} ({id_list}, feature_table_id)
-SELECT {id_list}, feature_table_id FROM {schema}.{latest_table}
-WHERE file_id = ANY(%(file_ids)s)
-  AND event_timestamp >= %(day_start)s AND event_timestamp < %(day_end)s
-UNION
-SELECT {id_list}, feature_table_id FROM {schema}.{changes}
-WHERE file_id = ANY(%(file_ids)s)
-  AND event_timestamp >= %(day_start)s AND event_timestamp < %(day_end)s;
+-- name: delete_removed
+DELETE FROM {schema}.{partition} WHERE {removed};
 
 -- name: truncate_day
 TRUNCATE {schema}.{partition};
-
--- name: delete_day_tables
-DELETE FROM {schema}.{partition} WHERE feature_table_id = ANY(%(feature_table_ids)s);
-
--- name: delete_day_files
-DELETE FROM {schema}.{partition} WHERE file_id = ANY(%(file_ids)s);
-
--- name: count_other_tables
-SELECT EXISTS (
-    SELECT 1 FROM {schema}.{partition} WHERE NOT (feature_table_id = ANY(%(feature_table_ids)s))
-);
 
 -- name: copy_changes
 COPY {schema}.{changes} ({id_list}, feature_table_id, event_timestamp, created_timestamp, file_id)
