@@ -60,10 +60,9 @@ JOIN {schema}.files f ON f.id = r.file_id;
 CREATE TABLE IF NOT EXISTS {schema}.{partition} PARTITION OF {schema}.{rows}
     FOR VALUES FROM ({day_start}) TO ({day_end});
 
--- The day's rows about to be removed are those matching {removed}: of some feature tables
--- (a rebuild) or of some files (a change list), the ids bound as %(removed)s.
-
 -- name: has_removed
+-- The day's rows about to be removed match the filter filled in as `removed`: of some
+-- feature tables (a rebuild) or of some files (a change list), ids bound as `removed`.
 SELECT EXISTS (SELECT 1 FROM {schema}.{partition} WHERE {removed}) AS found;
 
 -- name: keeps_others
