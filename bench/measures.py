@@ -21,10 +21,11 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from bench import data
-from fes_assets.index import IndexDb, conninfo
-from fes_assets.local import EmbeddedPostgres, MotoS3Server
-from fes_assets.objects import ObjectStore, ObjectStoreSettings
-from fes_assets.registry import parse_registry
+from fes_assets.core.object_store import ObjectStore, ObjectStoreSettings
+from fes_assets.core.registry import parse_registry
+from fes_assets.core.storage.database import IndexDb, conninfo
+from fes_assets.core.storage.schema import ensure_schema
+from fes_assets.dev.embedded_servers import EmbeddedPostgres, MotoS3Server
 
 KEY = "bench-key"
 
@@ -111,8 +112,8 @@ def materialize(
     """Seconds for one ranged run of entity + latest, timed around the run only."""
     import dagster as dg
 
-    from fes_assets.assets import build_entity_assets
-    from fes_assets.resources import IndexDatabaseResource, ObjectStoreResource
+    from fes_assets.orchestration.assets import build_entity_assets
+    from fes_assets.orchestration.resources import IndexDatabaseResource, ObjectStoreResource
 
     assets = build_entity_assets(registry, "driver_id")
     resources = {
@@ -176,7 +177,7 @@ def floor_copy(servers: Servers, rows: pa.Table) -> dict[str, float]:
     import psycopg
     import pyarrow.csv as pacsv
 
-    from fes_assets.query import adbc_uri
+    from fes_assets.core.queries import adbc_uri
 
     out = {}
     servers.psql(BARE.format(name="floor_csv"))
@@ -275,7 +276,7 @@ def throughput(servers: Servers, rows: int, files: int, instance) -> list[Result
 def sensor_tick(servers: Servers, sizes: list[int]) -> list[Result]:
     from datetime import UTC, datetime
 
-    from fes_assets.scanner import BucketScanner, ScanCursor, ScanSettings
+    from fes_assets.core.scanning import BucketScanner, ScanCursor, ScanSettings
 
     tiny = data.to_parquet(data.batch(__import__("numpy").random.default_rng(2), 10, 5, 0, 1))
     results = []
@@ -283,7 +284,7 @@ def sensor_tick(servers: Servers, sizes: list[int]) -> list[Result]:
         bucket, db, registry = servers.fresh(
             {f"{data.PREFIX}old/{i:07d}.parquet": tiny for i in range(size)}
         )
-        db.ensure_schema(registry)
+        ensure_schema(db, registry)
         cursor = ScanCursor(
             after={f"{bucket}/{data.PREFIX}": f"{data.PREFIX}old/{size - 1:07d}.parquet"},
             last_reconcile=time.time(),
@@ -326,8 +327,8 @@ def sensor_tick(servers: Servers, sizes: list[int]) -> list[Result]:
 def query_latency(servers: Servers, rows: int, files: int, instance, repeats: int) -> list[Result]:
     import adbc_driver_postgresql.dbapi as adbc
 
-    from fes_assets.indexer import EntityIndexer
-    from fes_assets.query import EntityQuery, adbc_uri
+    from fes_assets.core.indexing import EntityIndexer
+    from fes_assets.core.queries import EntityQuery, adbc_uri
 
     tables = data.files_over_days(3, rows, files, days_per_file=30, ids=max(rows // 30, 10))
     objects = {k: data.to_parquet(t) for k, t in tables.items()}
@@ -455,10 +456,10 @@ import json, sys, threading, time
 from datetime import date, timedelta
 import psutil
 import pyarrow as pa
-from fes_assets.indexer import EntityIndexer
-from fes_assets.index import IndexDb
-from fes_assets.objects import ObjectStore, ObjectStoreSettings
-from fes_assets.registry import parse_registry
+from fes_assets.core.indexing import EntityIndexer
+from fes_assets.core.storage.database import IndexDb
+from fes_assets.core.object_store import ObjectStore, ObjectStoreSettings
+from fes_assets.core.registry import parse_registry
 from bench import data
 args = json.loads(sys.argv[1])
 proc = psutil.Process()
@@ -511,7 +512,7 @@ def memory(servers: Servers, target_bytes: int) -> list[Result]:
     servers.s3.upload_file(str(path), bucket, f"{data.PREFIX}big.parquet")
     path.unlink()
     db = IndexDb(servers.url, f"bench_{suffix}")
-    db.ensure_schema(parse_registry(data.registry_dict(bucket)))
+    ensure_schema(db, parse_registry(data.registry_dict(bucket)))
     args = {
         "endpoint": servers.s3_server.endpoint_url,
         "bucket": bucket,

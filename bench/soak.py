@@ -29,10 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     import dagster as dg
 
-    from fes_assets.assets import build_entity_assets
-    from fes_assets.resources import IndexDatabaseResource, ObjectStoreResource
-    from fes_assets.scanner import ScanSettings
-    from fes_assets.sensors import RUN_KEY_TAG, build_bucket_sensor
+    from fes_assets.core.scanning import ScanSettings
+    from fes_assets.orchestration.assets import build_entity_assets
+    from fes_assets.orchestration.resources import IndexDatabaseResource, ObjectStoreResource
+    from fes_assets.orchestration.sensors import RUN_KEY_TAG, build_bucket_sensor
 
     proc = psutil.Process()
     started = time.perf_counter()

@@ -22,14 +22,14 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from fes_assets.assets import EntityRunConfig, build_entity_assets
-from fes_assets.index import IndexDb, conninfo
-from fes_assets.local import EmbeddedPostgres, MotoS3Server
-from fes_assets.objects import ObjectStore, ObjectStoreSettings
-from fes_assets.registry import Registry, parse_registry
-from fes_assets.resources import IndexDatabaseResource, ObjectStoreResource
-from fes_assets.scanner import ScanSettings
-from fes_assets.sensors import RUN_KEY_TAG, build_bucket_sensor
+from fes_assets.core.object_store import ObjectStore, ObjectStoreSettings
+from fes_assets.core.registry import Registry, parse_registry
+from fes_assets.core.scanning import ScanSettings
+from fes_assets.core.storage.database import IndexDb, conninfo
+from fes_assets.dev.embedded_servers import EmbeddedPostgres, MotoS3Server
+from fes_assets.orchestration.assets import EntityRunConfig, build_entity_assets
+from fes_assets.orchestration.resources import IndexDatabaseResource, ObjectStoreResource
+from fes_assets.orchestration.sensors import RUN_KEY_TAG, build_bucket_sensor
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)

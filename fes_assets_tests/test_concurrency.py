@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
 
-from fes_assets.indexer import EntityIndexer
+from fes_assets.core.indexing import EntityIndexer
 
 T0 = datetime(2021, 4, 1, tzinfo=UTC)
 DRIVERS = {

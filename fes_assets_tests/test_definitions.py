@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 from sqlalchemy.engine import make_url
 
-from fes_assets.index import conninfo
+from fes_assets.core.storage.database import conninfo
 
 ROOT = Path(__file__).resolve().parents[1]
 

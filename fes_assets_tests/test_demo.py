@@ -15,8 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fes_assets.local import free_port
-from fes_assets.query import entity_df
+from fes_assets.core.queries import entity_df
+from fes_assets.dev.embedded_servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = "{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }"

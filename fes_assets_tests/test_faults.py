@@ -19,9 +19,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from fes_assets.index import IndexDb
-from fes_assets.indexer import EntityIndexer
-from fes_assets.objects import ObjectStore, ObjectStoreSettings
+from fes_assets.core.indexing import EntityIndexer
+from fes_assets.core.object_store import ObjectStore, ObjectStoreSettings
+from fes_assets.core.storage.database import IndexDb
 from fes_assets_tests.conftest import ACCESS_KEY, SECRET_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,11 +37,11 @@ DRIVERS = {
 CHILD = r"""
 import json, sys
 from datetime import date
-from fes_assets.index import IndexDb
-from fes_assets.indexer import EntityIndexer
-from fes_assets.index import IndexDb
-from fes_assets.objects import ObjectStore, ObjectStoreSettings
-from fes_assets.registry import parse_registry
+from fes_assets.core.storage.database import IndexDb
+from fes_assets.core.indexing import EntityIndexer
+from fes_assets.core.storage.database import IndexDb
+from fes_assets.core.object_store import ObjectStore, ObjectStoreSettings
+from fes_assets.core.registry import parse_registry
 a = json.loads(sys.argv[1])
 store = ObjectStore(ObjectStoreSettings(endpoint_url=a["endpoint"], access_key_id=a["key"],
                                         secret_access_key=a["secret"]))

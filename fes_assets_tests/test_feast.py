@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from fes_assets.cli import main as fes
-from fes_assets.query import entity_df
-from fes_assets.sample_data import driver_hourly_stats
+from fes_assets.core.queries import entity_df
+from fes_assets.dev.sample_data import driver_hourly_stats
 
 feast = pytest.importorskip("feast")
 from feast.types import Float32, Int64  # noqa: E402

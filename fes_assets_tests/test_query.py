@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from fes_assets.query import QueryError, entity_df
+from fes_assets import QueryError, entity_df
 
 T0 = datetime(2021, 4, 1, tzinfo=UTC)
 TS = pa.timestamp("us", tz="UTC")

@@ -6,7 +6,8 @@ from datetime import date
 
 import pytest
 
-from fes_assets.registry import RegistryError, load_registry, parse_registry
+from fes_assets.core.errors import RegistryError
+from fes_assets.core.registry import load_registry, parse_registry
 
 VALID = """
 bucket: feast-offline

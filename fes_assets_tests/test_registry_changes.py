@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from fes_assets.cli import main as fes
-from fes_assets.query import entity_df
+from fes_assets.core.queries import entity_df
 from fes_assets_tests.conftest import failure_message
 
 T0 = datetime(2021, 4, 1, 8, tzinfo=UTC)

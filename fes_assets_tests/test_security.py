@@ -8,9 +8,10 @@ import psycopg
 import pytest
 from dagster._serdes import serialize_value
 
-from fes_assets.assets import build_entity_assets
-from fes_assets.index import IndexDb, IndexSchemaError, conninfo
-from fes_assets.resources import IndexDatabaseResource, ObjectStoreResource
+from fes_assets.core.errors import IndexSchemaError
+from fes_assets.core.storage.database import IndexDb, conninfo
+from fes_assets.orchestration.assets import build_entity_assets
+from fes_assets.orchestration.resources import IndexDatabaseResource, ObjectStoreResource
 from fes_assets_tests.conftest import ACCESS_KEY, drivers, drivers_registry
 
 DRIVERS = drivers_registry("d/")

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from fes_assets.catalog import Catalog
-from fes_assets.scanner import ScanCursor
+from fes_assets.core.catalogue import Catalog
+from fes_assets.core.scanning import ScanCursor
 from fes_assets_tests.conftest import T0, drivers, drivers_registry
 
 DRIVERS = drivers_registry("driver_hourly_stats/")

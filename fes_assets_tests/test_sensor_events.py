@@ -8,7 +8,7 @@ from urllib.parse import quote_plus
 
 import psycopg
 
-from fes_assets.index import conninfo
+from fes_assets.core.storage.database import conninfo
 from fes_assets_tests.conftest import drivers, drivers_registry
 
 DRIVERS = drivers_registry("driver_hourly_stats/")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
-from fes_assets.scanner import BucketScanner, ScanCursor, ScanSettings
+from fes_assets.core.scanning import BucketScanner, ScanCursor, ScanSettings
 from fes_assets_tests.conftest import parquet_bytes
 
 T0 = datetime(2021, 4, 1, tzinfo=UTC)

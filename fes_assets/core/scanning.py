@@ -1,0 +1,268 @@
+"""Finding bucket changes and cataloguing them, with a cursor that keeps a tick's cost in line
+with what is new: a steady listing after the last key seen per prefix, a full reconcile pass
+(overwrites, deletes, out-of-order keys) spread over ticks, or MinIO's notification table."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from urllib.parse import unquote_plus
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from .catalogue import Catalog, CatalogChanges, describe
+from .days import day_start, partitions_end
+from .errors import FesError
+from .object_store import ObjectInfo, ObjectStore
+from .registry import FeatureTable, Registry
+from .sql_templates import template
+from .storage.database import IndexDb, conninfo
+from .storage.schema import ensure_schema
+
+
+@dataclass
+class ScanCursor:
+    after: dict[str, str] = field(default_factory=dict)  # "bucket/prefix" -> last key seen
+    reconcile: dict | None = None  # {"prefix": i, "after": key | None} while a pass runs
+    last_reconcile: float = 0.0  # epoch seconds when the last pass started
+    today: str | None = None  # the UTC day of the last tick
+    events: list | None = None  # [event_time, sequencer] of the last event read
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def loads(cls, text: str | None) -> ScanCursor:
+        if not text:
+            return cls()
+        data = json.loads(text)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    max_objects: int = 1000  # objects catalogued (footers read) per tick
+    reconcile_interval: float = 600.0  # seconds between full passes; 0 = every tick
+    page_size: int = 1000
+    time_budget: float = 40.0  # seconds of a tick; Dagster stops a tick at 60
+    events_table: str | None = None  # MinIO's `schema.table` (format access) = event mode
+    events_url: str | None = None
+
+
+@dataclass
+class ScanResult:
+    cursor: ScanCursor
+    changes: CatalogChanges
+    listed: int = 0
+    catalogued: int = 0
+    events: int = 0
+    new_day: bool = False
+    reconcile: str = "idle"  # idle | running | finished
+    backlog: bool = False  # the budget ran out: more waits in the cursor
+
+
+class _Budget(FesError):
+    """The tick's object or time budget is spent."""
+
+
+class BucketScanner:
+    def __init__(
+        self, store: ObjectStore, db: IndexDb, registry: Registry, settings: ScanSettings
+    ) -> None:
+        self.store, self.db, self.registry, self.settings = store, db, registry, settings
+        self.catalog = Catalog(db)
+
+    def scan(self, cursor: ScanCursor, now: datetime) -> ScanResult:
+        """One tick. Raises on infrastructure errors, leaving the caller's cursor untouched;
+        objects catalogued before the error stay catalogued, so nothing is lost or doubled."""
+        ensure_schema(self.db, self.registry)
+        cursor = ScanCursor.loads(cursor.dumps())  # work on a copy
+        result = ScanResult(cursor=cursor, changes=CatalogChanges())
+        self._begin = day_start(self.registry.partitions_start)
+        self._end = partitions_end(now)
+        self._deadline = time.monotonic() + self.settings.time_budget
+        self._left = self.settings.max_objects
+        today = now.date().isoformat()
+        if cursor.today is not None and cursor.today != today:
+            result.new_day = True
+            self.catalog.reopen_future_files(self._all_tables(), self._end)
+        cursor.today = today
+        try:
+            if self.settings.events_table:
+                self._read_events(cursor, result)
+            else:
+                self._steady(cursor, result)
+            due = time.time() - cursor.last_reconcile >= self.settings.reconcile_interval
+            if cursor.reconcile is not None or due:
+                self._reconcile(cursor, result)
+        except _Budget:
+            result.backlog = True
+        return result
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _all_tables(self) -> list[str]:
+        return list(self.registry.feature_tables)
+
+    def _tables_under(self, bucket: str, prefix: str) -> list[FeatureTable]:
+        return [
+            t
+            for t in self.registry.feature_tables.values()
+            if t.bucket == bucket and t.prefix.startswith(prefix)
+        ]
+
+    def _spend(self) -> None:
+        if self._left <= 0 or time.monotonic() > self._deadline:
+            raise _Budget
+
+    def _catalogue(
+        self,
+        objs: list[ObjectInfo],
+        result: ScanResult,
+        done: Callable[[ObjectInfo], None] | None = None,
+    ) -> None:
+        """Footer facts for the objects that are new or whose ETag changed; `done` hears of
+        each object once it is catalogued, in order."""
+        if not objs:
+            return
+        bucket = objs[0].bucket
+        tables = [t.name for t in self.registry.feature_tables.values() if t.bucket == bucket]
+        known = {
+            (r.key, r.feature_table): r
+            for r in self.catalog.known_objects(bucket, [o.key for o in objs], tables)
+        }
+        for obj in objs:
+            for ft in self.registry.tables_for(obj.bucket, obj.key):
+                row = known.get((obj.key, ft.name))
+                if row and row.etag == obj.etag and row.status != "deleted":
+                    continue
+                self._spend()
+                self.catalog.record(
+                    obj, ft, describe(self.store, obj, ft, self._begin, self._end), result.changes
+                )
+                self._left -= 1
+                result.catalogued += 1
+            if done is not None:
+                done(obj)
+
+    # --- steady listing ---------------------------------------------------------------------
+
+    def _steady(self, cursor: ScanCursor, result: ScanResult) -> None:
+        for bucket, prefix in self.registry.prefixes():
+            ident = f"{bucket}/{prefix}"
+            pages = self.store.list_objects(
+                bucket,
+                prefix,
+                start_after=cursor.after.get(ident),
+                page_size=min(self.settings.page_size, max(self._left, 1)),
+            )
+            for page in pages:
+                result.listed += len(page)
+
+                def advance(obj: ObjectInfo, ident: str = ident) -> None:
+                    # Per object, so the cursor never passes an uncatalogued key.
+                    cursor.after[ident] = obj.key
+
+                self._catalogue(page, result, advance)
+                if self._left <= 0:
+                    raise _Budget
+
+    # --- reconcile pass ---------------------------------------------------------------------
+
+    def _reconcile(self, cursor: ScanCursor, result: ScanResult) -> None:
+        if cursor.reconcile is None:
+            cursor.reconcile = {"prefix": 0, "after": None, "started": time.time()}
+        result.reconcile = "running"
+        prefixes = self.registry.prefixes()
+        state = cursor.reconcile
+        while state["prefix"] < len(prefixes):
+            bucket, prefix = prefixes[state["prefix"]]
+            tables = [t.name for t in self._tables_under(bucket, prefix)]
+            for page in self.store.list_objects(
+                bucket, prefix, start_after=state["after"], page_size=self.settings.page_size
+            ):
+                result.listed += len(page)
+                self._catalogue(page, result)
+                last = page[-1].key if page else None
+                self._mark_gone(bucket, prefix, tables, state["after"], last, page, result)
+                if last is not None:
+                    state["after"] = last
+                if time.monotonic() > self._deadline:
+                    raise _Budget
+            # The listing ended: whatever the catalogue holds beyond it is gone too.
+            self._mark_gone(bucket, prefix, tables, state["after"], None, [], result)
+            state["prefix"] += 1
+            state["after"] = None
+        cursor.last_reconcile = state["started"]
+        cursor.reconcile = None
+        result.reconcile = "finished"
+
+    def _mark_gone(
+        self,
+        bucket: str,
+        prefix: str,
+        tables: list[str],
+        after: str | None,
+        upto: str | None,
+        page: list[ObjectInfo],
+        result: ScanResult,
+    ) -> None:
+        if upto is None and page:
+            return
+        present = {o.key for o in page}
+        known = self.catalog.known_in_key_range(bucket, prefix, tables, after, upto)
+        gone = [r.id for r in known if r.key not in present]
+        if gone:
+            self.catalog.mark_deleted(gone)
+        result.changes.deleted.extend(gone)
+
+    # --- MinIO notification table -----------------------------------------------------------
+
+    def _read_events(self, cursor: ScanCursor, result: ScanResult) -> None:
+        schema, _, table = self.settings.events_table.partition(".")
+        if not table:
+            schema, table = "public", schema
+        query = template(
+            "events",
+            "events_after",
+            events_schema=sql.Identifier(schema),
+            events_table=sql.Identifier(table),
+        )
+        position = cursor.events or [None, ""]
+        url = self.settings.events_url or self.db.url
+        with psycopg.connect(conninfo(url), row_factory=dict_row, connect_timeout=10) as conn:
+            rows = list(
+                conn.execute(
+                    query, {"t": position[0], "s": position[1], "n": self.settings.max_objects}
+                )
+            )
+        for row in rows:
+            for record in row["event_data"].get("Records", []):
+                self._apply_event(record, result)
+            result.events += 1
+            cursor.events = [row["event_time"].isoformat(), row["seq"]]
+
+    def _apply_event(self, record: dict, result: ScanResult) -> None:
+        s3 = record.get("s3", {})
+        bucket = s3.get("bucket", {}).get("name")
+        raw_key = s3.get("object", {}).get("key")
+        if not bucket or raw_key is None:
+            return
+        key = unquote_plus(raw_key)  # MinIO escapes keys as Go's url.QueryEscape does
+        if not self.registry.tables_for(bucket, key):
+            return
+        # The event says where to look; the object's current state is what counts, so a
+        # late or repeated event cannot bring an old version back.
+        obj = self.store.head(bucket, key)
+        if obj is not None:
+            self._catalogue([obj], result)
+            return
+        ids = [r.id for r in self.catalog.known_object_rows(bucket, key)]
+        if ids:
+            self.catalog.mark_deleted(ids)
+        result.changes.deleted.extend(ids)

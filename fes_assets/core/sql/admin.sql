@@ -1,0 +1,32 @@
+-- Maintenance: counting, pruning a feature table that left the registry, resetting an
+-- entity key whose types changed.
+
+-- name: count_rows
+SELECT count(*) AS n FROM {schema}.{table};
+
+-- name: removed_feature_tables
+SELECT name, entity_key FROM {schema}.feature_tables WHERE removed_at IS NOT NULL;
+
+-- name: feature_table_by_name
+SELECT id FROM {schema}.feature_tables WHERE name = %(name)s;
+
+-- name: prune_latest
+DELETE FROM {schema}.{latest_table} WHERE feature_table_id = %(feature_table_id)s;
+
+-- name: prune_files
+DELETE FROM {schema}.files WHERE feature_table = %(name)s;
+
+-- name: prune_feature_table
+DELETE FROM {schema}.feature_tables WHERE id = %(feature_table_id)s;
+
+-- name: drop_view
+DROP VIEW IF EXISTS {schema}.{view};
+
+-- name: drop_table
+DROP TABLE IF EXISTS {schema}.{table} CASCADE;
+
+-- name: requeue_entity_files
+-- After a reset, the entity key's indexed files are indexed afresh by the next runs.
+UPDATE {schema}.files SET status = 'pending', validated = false
+WHERE feature_table IN (SELECT name FROM {schema}.feature_tables WHERE entity_key = %(entity_key)s)
+  AND status = 'indexed';

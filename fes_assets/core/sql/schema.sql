@@ -1,0 +1,101 @@
+-- Shared tables of the index. Identifiers in braces are composed with psycopg.sql.
+
+-- name: create_schema
+CREATE SCHEMA IF NOT EXISTS {schema};
+
+-- name: create_meta
+CREATE TABLE IF NOT EXISTS {schema}.meta (
+    key text PRIMARY KEY,
+    value jsonb NOT NULL
+);
+
+-- name: create_feature_tables
+CREATE TABLE IF NOT EXISTS {schema}.feature_tables (
+    id smallserial PRIMARY KEY,
+    name text NOT NULL UNIQUE,
+    entity_key text NOT NULL,
+    removed_at timestamptz
+);
+
+-- name: create_files
+CREATE TABLE IF NOT EXISTS {schema}.files (
+    id bigserial PRIMARY KEY,
+    bucket text NOT NULL,
+    key text NOT NULL,
+    feature_table text NOT NULL,
+    etag text,
+    size bigint,
+    last_modified timestamptz,
+    row_count bigint,
+    min_event_timestamp timestamptz,
+    max_event_timestamp timestamptz,
+    rows_before_start bigint NOT NULL DEFAULT 0,
+    rows_after_end bigint NOT NULL DEFAULT 0,
+    status text NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'indexed', 'failed', 'deleted')),
+    error text,
+    generation integer NOT NULL DEFAULT 1,
+    attempt integer NOT NULL DEFAULT 0,
+    validated boolean NOT NULL DEFAULT false,
+    has_statistics boolean NOT NULL DEFAULT true,
+    catalogued_at timestamptz NOT NULL DEFAULT now(),
+    indexed_at timestamptz,
+    -- The generation whose rows the index holds in every day it touches, and the range of
+    -- event timestamps those rows (of any generation) may still occupy.
+    applied_generation integer NOT NULL DEFAULT 0,
+    indexed_min_timestamp timestamptz,
+    indexed_max_timestamp timestamptz,
+    -- The sensor's last request for this file: which version, which attempt, which run.
+    requested_generation integer,
+    requested_attempt integer,
+    requested_run_key text,
+    requested_at timestamptz,
+    UNIQUE (bucket, key, feature_table)
+);
+CREATE INDEX IF NOT EXISTS files_by_table_time
+    ON {schema}.files (feature_table, min_event_timestamp, max_event_timestamp);
+CREATE INDEX IF NOT EXISTS files_unapplied
+    ON {schema}.files (feature_table) WHERE applied_generation < generation;
+
+-- name: create_jobs
+CREATE TABLE IF NOT EXISTS {schema}.jobs (
+    id bigserial PRIMARY KEY,
+    started timestamptz NOT NULL DEFAULT now(),
+    ended timestamptz,
+    status text NOT NULL CHECK (status IN ('running', 'success', 'failed')),
+    status_msg text,
+    entity_names text[] NOT NULL,
+    feature_table text NOT NULL,
+    path text NOT NULL,
+    run_id text,
+    partition text,
+    row_count bigint
+);
+
+-- name: namespace_exists
+SELECT 1 FROM pg_namespace WHERE nspname = %(schema)s;
+
+-- name: read_meta
+SELECT key, value FROM {schema}.meta;
+
+-- name: read_meta_value
+SELECT value FROM {schema}.meta WHERE key = %(key)s;
+
+-- name: write_meta
+INSERT INTO {schema}.meta (key, value) VALUES (%(key)s, %(value)s)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+
+-- name: delete_meta
+DELETE FROM {schema}.meta WHERE key = %(key)s;
+
+-- name: register_feature_table
+INSERT INTO {schema}.feature_tables (name, entity_key) VALUES (%(name)s, %(entity_key)s)
+ON CONFLICT (name) DO UPDATE SET removed_at = NULL, entity_key = excluded.entity_key;
+
+-- name: retire_feature_tables
+-- Feature tables that left the registry: kept (with their rows) until `fes prune`.
+UPDATE {schema}.feature_tables SET removed_at = now()
+WHERE removed_at IS NULL AND NOT (name = ANY(%(names)s));
+
+-- name: feature_table_ids
+SELECT id, name FROM {schema}.feature_tables;

@@ -1,0 +1,136 @@
+"""Writing one day of an entity key: its partition, the day's transaction and lock, and the
+replacement of some files' or feature tables' rows by new ones, with what latest must know."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+
+import psycopg
+import pyarrow as pa
+from psycopg import sql
+
+from .. import copy_encoding
+from ..days import day_bounds
+from ..latest_candidates import NewestRows, sort_for_latest
+from ..sql_templates import template
+from .database import IndexDb
+from .names import EntityNames
+
+COPY_COLUMNS = ("feature_table_id", "event_timestamp", "created_timestamp", "file_id")
+
+
+@dataclass(frozen=True)
+class DayRows:
+    """A day's new rows in storage order and its latest candidates, in COPY column order;
+    encoded in pieces while written, so no day's stream is ever whole in memory."""
+
+    rows: int
+    ordered: pa.Table | None
+    candidates: pa.Table | None
+
+
+def ensure_partition(db: IndexDb, names: EntityNames, day: date) -> None:
+    start, end = day_bounds(day)
+    statement = template(
+        "entity",
+        "create_day_partition",
+        **names.parts(
+            partition=sql.Identifier(names.partition(day)),
+            day_start=sql.Literal(start),
+            day_end=sql.Literal(end),
+        ),
+    )
+    with db.connect() as conn, conn.transaction():
+        # IF NOT EXISTS is not safe against a concurrent creator: take the day's lock.
+        db.lock_day(conn, names.key, day)
+        conn.execute(statement)
+
+
+@contextmanager
+def day_transaction(db: IndexDb, names: EntityNames, day: date) -> Iterator[psycopg.Connection]:
+    """A transaction holding the day's lock (ascending order: one day at a time) and a shared
+    hold on the entity key's latest gate."""
+    with db.connect() as conn, conn.transaction():
+        db.hold_schema(conn)
+        db.lock(conn, f"latest:{names.key}", shared=True)
+        db.lock_day(conn, names.key, day)
+        yield conn
+
+
+def order_day(names: EntityNames, day: date, rows: pa.Table, newest: NewestRows) -> DayRows:
+    """A day's new rows sorted (so each partition is stored in time order) and its latest
+    candidates. CPU-only: runs ahead of the writes. `rows` carries a `path_rank` column (see
+    `latest_candidates.path_ranks`)."""
+    if not rows.num_rows:
+        newest.candidates(day, rows)
+        return DayRows(0, None, None)
+    columns = [*names.join_keys, *COPY_COLUMNS]
+    ordered = sort_for_latest(rows)
+    candidates = newest.candidates(day, ordered)
+    return DayRows(rows.num_rows, ordered.select(columns), candidates.select(columns))
+
+
+def replace_day(
+    conn: psycopg.Connection,
+    names: EntityNames,
+    day: date,
+    day_rows: DayRows,
+    *,
+    feature_table_ids: Sequence[int] | None = None,
+    file_ids: Sequence[int] | None = None,
+) -> int:
+    """Within `conn`'s day transaction: remove the day's rows of `feature_table_ids` (a
+    rebuild) or of `file_ids` (a change list), load the new rows, and leave latest its
+    candidates and, where removed rows may have been an id's latest, markers."""
+    parts = names.parts(partition=sql.Identifier(names.partition(day)))
+    if feature_table_ids is not None:
+        # A rebuild that empties the day truncates it: cheaper than deleting every row.
+        _remove(conn, parts, day, "feature_table_id", feature_table_ids, truncate=True)
+    if file_ids:
+        _remove(conn, parts, day, "file_id", file_ids, truncate=False)
+    if day_rows.rows:
+        with conn.cursor().copy(template("entity", "copy_day", **parts)) as copy:
+            for piece in copy_encoding.iter_encode(day_rows.ordered):
+                copy.write(piece)
+        with conn.cursor().copy(template("entity", "copy_changes", **parts)) as copy:
+            for piece in copy_encoding.iter_encode(day_rows.candidates):
+                copy.write(piece)
+        qualified = sql.Identifier(names.schema, names.partition(day)).as_string(conn)
+        conn.execute(template("entity", "summarize_day"), {"partition": qualified})
+    return day_rows.rows
+
+
+def _remove(
+    conn: psycopg.Connection,
+    parts: dict[str, sql.Composable],
+    day: date,
+    column: str,
+    ids: Sequence[int],
+    *,
+    truncate: bool,
+) -> None:
+    """Remove the day's rows whose `column` is in `ids`, marking for latest the ids whose
+    latest row may go with them."""
+    parts = {
+        **parts,
+        "removed": sql.SQL("{} = ANY(%(removed)s)").format(sql.Identifier(column)),
+    }
+    params = {"removed": list(ids)}
+
+    def exists(name: str) -> bool:
+        return conn.execute(template("entity", name, **parts), params).fetchone()["found"]
+
+    if not exists("has_removed"):
+        return
+    start, end = day_bounds(day)
+    conn.execute(
+        template("entity", "mark_removed", **parts),
+        {**params, "day_start": start, "day_end": end},
+    )
+    if truncate and not exists("keeps_others"):
+        conn.execute(template("entity", "truncate_day", **parts))
+    else:
+        conn.execute(template("entity", "delete_removed", **parts), params)

@@ -1,0 +1,151 @@
+"""The index's schema: shared tables, each entity key's storage and views, the schema
+version and entity types kept in `meta`, and the feature tables' ids."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import psycopg
+
+from ..errors import IndexSchemaError
+from ..registry import Registry
+from ..sql_templates import template
+from .database import IndexDb
+from .names import EntityNames
+
+SCHEMA_VERSION = 1
+# Bumped when storage DDL changes in a way the same schema version can read: a new revision
+# makes the next run apply the DDL (and its upgrades) once.
+STORAGE_REVISION = 2
+_SHARED_TABLES = ("create_meta", "create_feature_tables", "create_files", "create_jobs")
+_ENTITY_STORAGE = ("create_rows", "create_latest", "create_changes", "create_views")
+
+
+def layout_fingerprint(registry: Registry) -> str:
+    """What the index's DDL depends on: when it differs from `meta`, a run applies the DDL."""
+    layout = {
+        "version": SCHEMA_VERSION,
+        "storage": STORAGE_REVISION,
+        "entities": {k: registry.entity_types(k) for k in registry.by_entity_key()},
+        "tables": sorted(registry.feature_tables),
+    }
+    return hashlib.sha1(json.dumps(layout, sort_keys=True).encode()).hexdigest()
+
+
+def _meta(db: IndexDb, conn: psycopg.Connection) -> dict[str, Any]:
+    return {r["key"]: r["value"] for r in conn.execute(db.statement("schema", "read_meta"))}
+
+
+def _write_meta(db: IndexDb, conn: psycopg.Connection, key: str, value: Any) -> None:
+    conn.execute(db.statement("schema", "write_meta"), {"key": key, "value": json.dumps(value)})
+
+
+def _table_ids(db: IndexDb, conn: psycopg.Connection) -> dict[str, int]:
+    return {r["name"]: r["id"] for r in conn.execute(db.statement("schema", "feature_table_ids"))}
+
+
+def _current_ids(db: IndexDb, registry: Registry) -> dict[str, int] | None:
+    """Feature-table ids when the index already has this registry's layout, else None."""
+    try:
+        with db.connect() as conn:
+            meta = _meta(db, conn)
+            if meta.get("schema_version") != SCHEMA_VERSION or meta.get(
+                "layout"
+            ) != layout_fingerprint(registry):
+                return None
+            return _table_ids(db, conn)
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+        return None
+
+
+def ensure_schema(db: IndexDb, registry: Registry) -> dict[str, int]:
+    """Create what is missing, check the stored version and entity types, and register
+    feature tables. Returns feature-table name -> id."""
+    # DDL takes table locks even when it finds nothing to do, and would wait on (or
+    # deadlock with) other runs' writes: skip it when the layout is already in place.
+    current = _current_ids(db, registry)
+    if current is not None:
+        return current
+    with db.connect() as conn, conn.transaction():
+        # Exclusive against every writer's shared hold (`IndexDb.hold_schema`), so DDL never
+        # interleaves with data transactions.
+        db.lock(conn, "schema")
+        # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema
+        # exists: a role that owns only its schema (docs/deploy.md) must not need it.
+        exists = conn.execute(
+            template("schema", "namespace_exists"), {"schema": db.schema}
+        ).fetchone()
+        if not exists:
+            conn.execute(db.statement("schema", "create_schema"))
+        for name in _SHARED_TABLES:
+            conn.execute(db.statement("schema", name))
+        _check_meta(db, conn, registry)
+        for key in registry.by_entity_key():
+            parts = db.names(registry, key).parts()
+            for name in _ENTITY_STORAGE:
+                conn.execute(template("entity", name, **parts))
+        ids = _register_tables(db, conn, registry)
+        _write_meta(db, conn, "layout", layout_fingerprint(registry))
+        return ids
+
+
+def _check_meta(db: IndexDb, conn: psycopg.Connection, registry: Registry) -> None:
+    meta = _meta(db, conn)
+    version = meta.get("schema_version")
+    if version is not None and version > SCHEMA_VERSION:
+        raise IndexSchemaError(
+            f"the index in schema {db.schema!r} has version {version}, newer than this "
+            f"release supports ({SCHEMA_VERSION}); upgrade fes_assets"
+        )
+    stored: dict[str, dict[str, str]] = meta.get("entity_keys", {})
+    for key, fts in registry.by_entity_key().items():
+        want = dict(sorted(fts[0].entities.items()))
+        have = stored.get(key)
+        if have is not None and have != want:
+            raise IndexSchemaError(
+                f"entity key {key!r}: the index stores {have} but the registry says {want} "
+                f"(feature table {fts[0].name!r}); rebuild it with "
+                f"`fes reset-entity {key}`, then backfill its partitions"
+            )
+        stored[key] = want
+    _write_meta(db, conn, "schema_version", SCHEMA_VERSION)
+    _write_meta(db, conn, "entity_keys", stored)
+
+
+def _register_tables(db: IndexDb, conn: psycopg.Connection, registry: Registry) -> dict[str, int]:
+    for ft in registry.feature_tables.values():
+        conn.execute(
+            db.statement("schema", "register_feature_table"),
+            {"name": ft.name, "entity_key": ft.entity_key},
+        )
+    conn.execute(
+        db.statement("schema", "retire_feature_tables"), {"names": list(registry.feature_tables)}
+    )
+    return _table_ids(db, conn)
+
+
+def stored_entity_keys(db: IndexDb, conn: psycopg.Connection) -> dict[str, dict[str, str]]:
+    """Entity key -> join key -> value type, as the index was built."""
+    row = conn.execute(db.statement("schema", "read_meta_value"), {"key": "entity_keys"}).fetchone()
+    return row["value"] if row else {}
+
+
+def write_entity_keys(db: IndexDb, conn: psycopg.Connection, keys: dict) -> None:
+    _write_meta(db, conn, "entity_keys", keys)
+
+
+def forget_layout(db: IndexDb, conn: psycopg.Connection) -> None:
+    """Make the next run apply the DDL again."""
+    conn.execute(db.statement("schema", "delete_meta"), {"key": "layout"})
+
+
+def stored_names(db: IndexDb, key: str) -> EntityNames:
+    """The identifiers of entity key `key` as the index stores it (whatever the registry
+    says now)."""
+    with db.connect() as conn:
+        types = stored_entity_keys(db, conn).get(key)
+    if not types:
+        raise IndexSchemaError(f"entity key {key!r} is not in the index")
+    return EntityNames.of(db.schema, key, types)

@@ -1,0 +1,60 @@
+"""Dagster resources around the object store and the index database."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ..core import settings
+from ..core.object_store import ObjectStore, ObjectStoreSettings
+from ..core.settings import DEFAULT_SCHEMA
+from ..core.storage.database import IndexDb
+
+
+class ObjectStoreResource(dg.ConfigurableResource):
+    """MinIO, S3 or any S3-compatible endpoint. Without explicit keys, boto3's and pyarrow's
+    standard AWS chain applies (profile, session token, instance or pod role)."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+
+    def store(self) -> ObjectStore:
+        return ObjectStore(
+            ObjectStoreSettings(
+                endpoint_url=self.endpoint_url or None,
+                region=self.region or None,
+                access_key_id=self.access_key_id or None,
+                secret_access_key=self.secret_access_key or None,
+                session_token=self.session_token or None,
+            )
+        )
+
+
+class IndexDatabaseResource(dg.ConfigurableResource):
+    """The PostgreSQL database holding the index (a SQLAlchemy URL, psycopg 3 driver)."""
+
+    url: str
+    schema_name: str = DEFAULT_SCHEMA
+
+    def db(self) -> IndexDb:
+        return IndexDb(self.url, self.schema_name)
+
+
+def object_store_from_env() -> ObjectStoreResource:
+    """Each setting that is present in the environment, as an EnvVar so that its value is
+    resolved at run time and never stored in run config or metadata."""
+    return ObjectStoreResource(
+        **{
+            field: dg.EnvVar(var)
+            for field, var in settings.STORE_VARIABLES.items()
+            if settings.is_set(var)
+        }
+    )
+
+
+def index_database_from_env() -> IndexDatabaseResource:
+    return IndexDatabaseResource(
+        url=dg.EnvVar(settings.INDEX_URL_VARIABLE), schema_name=settings.index_schema()
+    )

@@ -1,0 +1,117 @@
+"""`bucket_sensor`: bucket changes become runs on the daily partitions they touch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dagster as dg
+
+from ..core import clock
+from ..core.planning import Batch, Planner
+from ..core.registry import Registry
+from ..core.scanning import BucketScanner, ScanCursor, ScanSettings
+from ..core.settings import SensorSettings, sensor_settings
+from .assets import entity_asset_key, latest_asset_key
+from .resources import IndexDatabaseResource, ObjectStoreResource
+
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+RUN_KEY_TAG = "dagster/run_key"
+
+
+def scan_settings(sensor: SensorSettings) -> ScanSettings:
+    """What a tick may do, from the sensor's settings."""
+    return ScanSettings(
+        max_objects=sensor.max_objects,
+        reconcile_interval=sensor.reconcile_interval,
+        events_table=sensor.events_table,
+        events_url=sensor.events_url,
+    )
+
+
+def run_request(batch: Batch) -> dg.RunRequest:
+    ekey = entity_asset_key(batch.entity_key)
+    op_name = "__".join(ekey.path)
+    config = {"ops": {op_name: {"config": {"changes": batch.objects}}}}
+    tags = {"fes/files": str(len(batch.files)), "fes/objects": str(len(batch.objects))}
+    if batch.first_day == batch.last_day:
+        partition_key = batch.first_day.isoformat()
+    else:
+        partition_key = None
+        tags |= {RANGE_START: batch.first_day.isoformat(), RANGE_END: batch.last_day.isoformat()}
+    return dg.RunRequest(
+        run_key=batch.run_key,
+        asset_selection=[ekey, latest_asset_key(batch.entity_key)],
+        partition_key=partition_key,
+        run_config=config,
+        tags=tags,
+    )
+
+
+def _run_state(instance: dg.DagsterInstance):
+    def state(run_key: str) -> str | None:
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1)
+        if not runs:
+            return None
+        status = runs[0].status
+        if status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+            return "failed"
+        if status == dg.DagsterRunStatus.SUCCESS:
+            return "succeeded"
+        return "running"
+
+    return state
+
+
+def build_bucket_sensor(
+    registry: Registry,
+    targets: Sequence[dg.AssetsDefinition],
+    *,
+    interval: int | None = None,
+    settings: ScanSettings | None = None,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
+) -> dg.SensorDefinition:
+    from_env = sensor_settings()
+    settings = settings or scan_settings(from_env)
+    mode = f"MinIO events from {settings.events_table}" if settings.events_table else "listing"
+
+    @dg.sensor(
+        name="bucket_sensor",
+        minimum_interval_seconds=interval or from_env.interval,
+        default_status=default_status,
+        target=list(targets),
+        description=f"Indexes new, changed and deleted parquet objects ({mode}).",
+    )
+    def bucket_sensor(
+        context: dg.SensorEvaluationContext,
+        object_store: ObjectStoreResource,
+        index_db: IndexDatabaseResource,
+    ) -> dg.SensorResult:
+        db = index_db.db()
+        store = object_store.store()
+        now = clock.now()
+        scan = BucketScanner(store, db, registry, settings).scan(
+            ScanCursor.loads(context.cursor), now
+        )
+        plan = Planner(db, registry).plan(now, _run_state(context.instance))
+        ch = scan.changes
+        summary = (
+            f"{scan.listed} listed, {scan.catalogued} catalogued: {len(ch.new)} new, "
+            f"{len(ch.changed)} changed, {len(ch.deleted)} deleted, {len(ch.failed)} failed"
+            + (f"; {scan.events} event(s)" if settings.events_table else "")
+            + f"; reconcile {scan.reconcile}"
+            + ("; more waits in the cursor" if scan.backlog else "")
+            + (f"; {plan.waiting} file(s) wait on runs" if plan.waiting else "")
+            + (f", {plan.retried} requested again" if plan.retried else "")
+            + f"; {store.requests.get('ListObjectsV2', 0)} list request(s)"
+        )
+        context.log.info(summary)
+        for path, reason in ch.errors.items():
+            context.log.warning(f"failed: {path}: {reason}")
+        requests = [run_request(b) for b in plan.batches]
+        if not requests:
+            return dg.SensorResult(
+                cursor=scan.cursor.dumps(), skip_reason=f"nothing to index: {summary}"
+            )
+        return dg.SensorResult(run_requests=requests, cursor=scan.cursor.dumps())
+
+    return bucket_sensor
