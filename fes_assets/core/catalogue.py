@@ -77,10 +77,15 @@ class FileRow:
         return lo is not None and hi is not None and lo < end and hi >= start
 
     def touches(self, start: datetime, end: datetime) -> bool:
-        """Whether current or previously indexed rows may fall in [start, end)."""
-        lo, hi = self.indexed_range
-        return self.has_rows_in(start, end) or (
+        """Whether rows of this file may fall in [start, end): its current version's (also
+        once deleted or failed, as a run may have written them before it ended) or those an
+        earlier version left."""
+        return any(
             lo is not None and hi is not None and lo < end and hi >= start
+            for lo, hi in (
+                (self.min_event_timestamp, self.max_event_timestamp),
+                self.indexed_range,
+            )
         )
 
     def days_to_apply(self, begin: datetime, end: datetime) -> tuple[date, date] | None:

@@ -55,8 +55,9 @@ def index_url() -> str:
     url = env(INDEX_URL_VARIABLE)
     if not url:
         raise SettingsError(
-            f"{INDEX_URL_VARIABLE} is not set (a URL such as "
-            "postgresql+psycopg://user:pw@host:5432/db), and no demo is running here"
+            f"{INDEX_URL_VARIABLE} is not set: a URL such as "
+            "postgresql+psycopg://user:pw@host:5432/db (`fes` commands also find a demo "
+            "running in this folder)"
         )
     return url
 

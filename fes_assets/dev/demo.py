@@ -16,8 +16,10 @@ from pathlib import Path
 import boto3
 import numpy as np
 import psycopg
+from psycopg import sql
 
 from ..core import settings
+from ..core.sql_templates import template
 from ..core.storage.database import conninfo
 from .embedded_servers import EmbeddedPostgres, MotoS3Server, free_port
 from .sample_data import driver_hourly_stats, parquet_bytes, sample_objects
@@ -42,8 +44,8 @@ def _port_of(folder: Path) -> int:
 
 def _ensure_database(url: str, name: str) -> None:
     with psycopg.connect(conninfo(url), autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
+        if not conn.execute(template("server", "database_exists"), {"name": name}).fetchone():
+            conn.execute(template("server", "create_database", database=sql.Identifier(name)))
 
 
 def _write_dagster_home(home: Path) -> None:

@@ -34,39 +34,50 @@ def check_specs(asset_key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     ]
 
 
+def _result(
+    name: str,
+    severity: dg.AssetCheckSeverity,
+    problems: dict[str, str],
+    passed_text: str,
+    failed_text: str,
+    **metadata: object,
+) -> dg.AssetCheckResult:
+    """A check result naming the first problems (file -> reason); the count covers all."""
+    listed = dict(sorted(problems.items())[:_LISTED])
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=not problems,
+        severity=severity,
+        description=(
+            passed_text
+            if not problems
+            else f"{len(problems)} {failed_text}: "
+            + "; ".join(f"{k}: {v}" for k, v in listed.items())
+        ),
+        metadata={**metadata, "reasons": dg.MetadataValue.json(listed)},
+    )
+
+
 def timestamps_valid(report: RunReport, now: datetime) -> dg.AssetCheckResult:
     bad = report.future_files(now)
-    listed = dict(sorted(bad.items())[:_LISTED])
-    return dg.AssetCheckResult(
-        check_name=TIMESTAMPS_VALID,
-        passed=not bad,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=(
-            "all timestamps valid"
-            if not bad
-            else f"{len(bad)} file(s) with invalid timestamps: " + ", ".join(listed)
-        ),
-        metadata={
-            "files_checked": len(report.files),
-            "invalid_files": len(bad),
-            "now": now.isoformat(),
-            "reasons": dg.MetadataValue.json(listed),
-        },
+    return _result(
+        TIMESTAMPS_VALID,
+        dg.AssetCheckSeverity.ERROR,
+        bad,
+        "all timestamps valid",
+        "file(s) with invalid timestamps",
+        files_checked=len(report.files),
+        invalid_files=len(bad),
+        now=now.isoformat(),
     )
 
 
 def source_files_valid(failed: list[FileRow]) -> dg.AssetCheckResult:
-    reasons = {f"{f.path} ({f.feature_table})": f.error for f in failed}
-    listed = dict(list(reasons.items())[:_LISTED])
-    return dg.AssetCheckResult(
-        check_name=SOURCE_FILES_VALID,
-        passed=not failed,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=(
-            "no failed files"
-            if not failed
-            else f"{len(failed)} file(s) failed: "
-            + "; ".join(f"{k}: {v}" for k, v in listed.items())
-        ),
-        metadata={"failed_files": len(failed), "reasons": dg.MetadataValue.json(listed)},
+    return _result(
+        SOURCE_FILES_VALID,
+        dg.AssetCheckSeverity.WARN,
+        {f"{f.path} ({f.feature_table})": f.error or "" for f in failed},
+        "no failed files",
+        "file(s) failed",
+        failed_files=len(failed),
     )

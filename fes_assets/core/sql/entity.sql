@@ -42,17 +42,12 @@ ALTER TABLE {schema}.{changes}
     ADD COLUMN IF NOT EXISTS created_timestamp timestamptz,
     ADD COLUMN IF NOT EXISTS file_id bigint;
 
--- name: create_views
-CREATE OR REPLACE VIEW {schema}.{entity_view} AS
+-- name: create_view
+-- What users select: `entity_<key>` over the history, `latest_<key>` over latest rows.
+CREATE OR REPLACE VIEW {schema}.{view} AS
 SELECT {r_ids}, t.name AS feature_table, r.event_timestamp, r.created_timestamp,
        's3://' || f.bucket || '/' || f.key AS path
-FROM {schema}.{rows} r
-JOIN {schema}.feature_tables t ON t.id = r.feature_table_id
-JOIN {schema}.files f ON f.id = r.file_id;
-CREATE OR REPLACE VIEW {schema}.{latest_view} AS
-SELECT {r_ids}, t.name AS feature_table, r.event_timestamp, r.created_timestamp,
-       's3://' || f.bucket || '/' || f.key AS path
-FROM {schema}.{latest_table} r
+FROM {schema}.{source} r
 JOIN {schema}.feature_tables t ON t.id = r.feature_table_id
 JOIN {schema}.files f ON f.id = r.file_id;
 

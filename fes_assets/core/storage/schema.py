@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from ..errors import IndexSchemaError
 from ..registry import Registry
@@ -20,7 +21,7 @@ SCHEMA_VERSION = 1
 # makes the next run apply the DDL (and its upgrades) once.
 STORAGE_REVISION = 2
 _SHARED_TABLES = ("create_meta", "create_feature_tables", "create_files", "create_jobs")
-_ENTITY_STORAGE = ("create_rows", "create_latest", "create_changes", "create_views")
+_ENTITY_STORAGE = ("create_rows", "create_latest", "create_changes")
 
 
 def layout_fingerprint(registry: Registry) -> str:
@@ -83,9 +84,21 @@ def ensure_schema(db: IndexDb, registry: Registry) -> dict[str, int]:
             conn.execute(db.statement("schema", name))
         _check_meta(db, conn, registry)
         for key in registry.by_entity_key():
-            parts = db.names(registry, key).parts()
+            names = db.names(registry, key)
+            parts = names.parts()
             for name in _ENTITY_STORAGE:
                 conn.execute(template("entity", name, **parts))
+            for view, source in (
+                (names.entity_view, names.rows),
+                (names.latest_view, names.latest_table),
+            ):
+                conn.execute(
+                    template(
+                        "entity",
+                        "create_view",
+                        **names.parts(view=sql.Identifier(view), source=sql.Identifier(source)),
+                    )
+                )
         ids = _register_tables(db, conn, registry)
         _write_meta(db, conn, "layout", layout_fingerprint(registry))
         return ids
