@@ -12,9 +12,10 @@ from typing import Any
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
+from psycopg import sql
 from psycopg.rows import class_row
 
-from .days import clamp_range, day_start, days_bounds, partitions_end, span
+from .days import LAST_INSTANT, clamp_range, day_start, days_bounds, partitions_end, span
 from .errors import BadObjectError
 from .object_store import ObjectInfo, ObjectStore, is_store_error
 from .parquet import TS_TYPE, columns_for, read_footer, to_timestamps
@@ -45,6 +46,10 @@ class FileRow:
     indexed_min_timestamp: datetime | None = None
     indexed_max_timestamp: datetime | None = None
     applied_generation: int | None = None
+    applied_through: datetime | None = None
+    recorded_first: date | None = None  # first and last day `file_days` says hold its rows
+    recorded_last: date | None = None
+    stale_records: bool | None = None  # some day holds rows of another generation
     requested_generation: int | None = None
     requested_attempt: int | None = None
     requested_run_key: str | None = None
@@ -68,8 +73,23 @@ class FileRow:
 
     @property
     def indexed_range(self) -> tuple[datetime | None, datetime | None]:
-        """Event timestamps that rows of any earlier version may still occupy."""
-        return self.indexed_min_timestamp, self.indexed_max_timestamp
+        """Event timestamps that rows of any earlier version may still occupy: as the last
+        complete run left them, widened by the days recorded since."""
+        recorded = (
+            (day_start(self.recorded_first), day_start(self.recorded_last) + LAST_INSTANT)
+            if self.recorded_first is not None and self.recorded_last is not None
+            else (None, None)
+        )
+        return span((self.indexed_min_timestamp, self.indexed_max_timestamp), recorded) or (
+            None,
+            None,
+        )
+
+    @property
+    def is_applied(self) -> bool:
+        """The index holds the current generation in every day that was open when it was
+        applied, and no other generation's rows anywhere."""
+        return self.applied_generation == self.generation and not self.stale_records
 
     def has_rows_in(self, start: datetime, end: datetime) -> bool:
         """Whether the current version's rows may fall in [start, end)."""
@@ -91,8 +111,15 @@ class FileRow:
     def days_to_apply(self, begin: datetime, end: datetime) -> tuple[date, date] | None:
         """First and last day, within the partitions [begin, end), whose rows change when
         the current version is applied: its current rows' days and those earlier versions
-        left; None when there are none."""
-        whole = span(self.current_range, self.indexed_range)
+        left; for an applied file, only the days opened since. None when there are none."""
+        if self.is_applied:
+            lo, hi = self.current_range
+            through = self.applied_through
+            if lo is None or hi is None or through is None or hi < through:
+                return None
+            whole = (max(lo, through), hi)
+        else:
+            whole = span(self.current_range, self.indexed_range)
         clamped = clamp_range(*whole, begin, end) if whole else None
         if clamped is None:
             return None
@@ -177,26 +204,32 @@ class Catalog:
 
     def __init__(self, db: IndexDb) -> None:
         self.db = db
+        self._fragments = {
+            name: db.statement("catalogue", name) for name in ("recorded", "locked_ids")
+        }
+
+    def _statement(self, name: str) -> sql.Composed:
+        return self.db.statement("catalogue", name, **self._fragments)
 
     def _rows(self, name: str, params: dict[str, Any] | None = None) -> list[FileRow]:
         with self.db.connect() as conn:
-            return self.rows_in(conn, name, params)
+            return self._rows_in(conn, name, params)
 
-    def rows_in(
+    def _rows_in(
         self, conn: psycopg.Connection, name: str, params: dict[str, Any] | None = None
     ) -> list[FileRow]:
-        """Template `name`'s rows as FileRows, on a connection the caller holds."""
         with conn.cursor(row_factory=class_row(FileRow)) as cur:
-            return cur.execute(self.db.statement("catalogue", name), params).fetchall()
+            return cur.execute(self._statement(name), params).fetchall()
 
     def _run(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        return self.db.execute("catalogue", name, params)
+        with self.db.connect() as conn:
+            cur = self._run_in(conn, name, params)
+            return cur.fetchall() if cur.description else []
 
-    def run_in(
+    def _run_in(
         self, conn: psycopg.Connection, name: str, params: dict[str, Any] | None = None
     ) -> psycopg.Cursor:
-        """Template `name` on a connection the caller holds (inside its transaction)."""
-        return conn.execute(self.db.statement("catalogue", name), params)
+        return conn.execute(self._statement(name), params)
 
     # --- cataloguing objects --------------------------------------------------------------
 
@@ -302,13 +335,6 @@ class Catalog:
         """Rows once dated after the last partition whose days now all exist."""
         self._run("settle_future_rows", {"tables": tables, "partitions_end": end})
 
-    def reopen_future_files(self, tables: list[str], end: datetime) -> None:
-        """A new day began: files with rows dated after the last partition need a run."""
-        with self.db.connect() as conn:
-            params = {"tables": tables, "partitions_end": end}
-            self.run_in(conn, "reopen_future_files", params)
-            self.run_in(conn, "settle_future_rows", params)
-
     # --- files for runs -------------------------------------------------------------------
 
     def files_for_day(self, tables: list[str], day: date) -> list[FileRow]:
@@ -351,9 +377,53 @@ class Catalog:
             },
         )
 
-    def mark_indexed(self, conn: psycopg.Connection, ids: list[int]) -> None:
-        """Within a day's transaction: pending files whose rows the day now holds."""
-        self.run_in(conn, "mark_indexed", {"ids": ids})
+    def mark_indexed(self, ids: list[int]) -> None:
+        """Pending files whose rows a committed day now holds."""
+        self._run("mark_indexed", {"ids": sorted(ids)})
+
+    # --- within a day's transaction -----------------------------------------------------------
+
+    def day_state(
+        self, conn: psycopg.Connection, day: date, ids: list[int], tables: list[str]
+    ) -> dict[int, FileRow]:
+        """Under the day's lock: the current generation and status of the files `ids`, and of
+        the files of `tables` whose rows the day holds or whose live rows overlap it, each
+        locked until the day commits."""
+        start, end = days_bounds(day, day)
+        rows = self._rows_in(
+            conn,
+            "day_state",
+            {"ids": ids, "tables": tables, "day": day, "day_start": start, "day_end": end},
+        )
+        return {r.id: r for r in rows}
+
+    def forget_day_files(self, conn: psycopg.Connection, day: date, ids: list[int]) -> None:
+        """The records of `ids` in `day`: their rows there were just removed."""
+        if ids:
+            self._run_in(conn, "forget_day_files", {"day": day, "ids": ids})
+
+    def forget_day_tables(
+        self, conn: psycopg.Connection, day: date, tables: list[str], kept: list[int]
+    ) -> None:
+        """The records in `day` of every file of `tables` but `kept` (a rebuild)."""
+        self._run_in(conn, "forget_day_tables", {"day": day, "tables": tables, "kept": kept})
+
+    def record_day_files(
+        self, conn: psycopg.Connection, day: date, counts: dict[int, tuple[int, int]]
+    ) -> None:
+        """`day` holds rows of these files: file id -> (generation, rows)."""
+        if counts:
+            ids = list(counts)
+            self._run_in(
+                conn,
+                "record_day_files",
+                {
+                    "day": day,
+                    "ids": ids,
+                    "generations": [counts[i][0] for i in ids],
+                    "counts": [counts[i][1] for i in ids],
+                },
+            )
 
     def record_applied(
         self,
@@ -373,7 +443,10 @@ class Catalog:
             if r.generation != seen[r.id]:
                 continue  # superseded while the run read it: the newer version needs a run
             days = r.days_to_apply(begin, end)
-            whole = days is None or (days[0] >= run_days[0] and days[1] <= run_days[1])
+            in_run = days is None or (days[0] >= run_days[0] and days[1] <= run_days[1])
+            # Rows of another generation still recorded somewhere (a run racing this one
+            # wrote them after its days): not applied, so the planner asks for them again.
+            whole = in_run and not r.stale_records
             current = r.current_range
             if whole:
                 lo, hi = current
@@ -387,7 +460,14 @@ class Catalog:
             his.append(hi)
         self._run(
             "set_applied",
-            {"ids": ids, "generations": gens, "covered": covered, "lo": los, "hi": his},
+            {
+                "ids": ids,
+                "generations": gens,
+                "covered": covered,
+                "lo": los,
+                "hi": his,
+                "partitions_end": end,
+            },
         )
         return sum(covered)
 
@@ -396,12 +476,21 @@ class Catalog:
 
     # --- the sensor's requests --------------------------------------------------------------
 
-    def unapplied(self, tables: list[str], limit: int) -> list[FileRow]:
-        """Files whose current generation the index does not hold yet, oldest rows first."""
-        return self._rows("unapplied", {"tables": tables, "limit": limit})
+    def unapplied(self, tables: list[str], limit: int, end: datetime) -> list[FileRow]:
+        """Files whose current generation the index does not hold yet, and applied files
+        with rows in days opened since (the partitions now end at `end`), oldest rows first."""
+        return self._rows("unapplied", {"tables": tables, "limit": limit, "partitions_end": end})
 
-    def settle_without_rows(self, ids: list[int]) -> None:
-        self._run("settle_without_rows", {"ids": ids})
+    def settle_without_rows(self, files: Sequence[FileRow], end: datetime) -> None:
+        """Files with nothing to add or remove in any partition: applied as they are."""
+        self._run(
+            "settle_without_rows",
+            {
+                "ids": [f.id for f in files],
+                "generations": [f.generation for f in files],
+                "partitions_end": end,
+            },
+        )
 
     def mark_requested(self, files: Sequence[tuple[int, int]], run_key: str) -> None:
         """(id, generation) of the files a run was requested for, under `run_key`."""

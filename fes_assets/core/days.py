@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, time, timedelta
 EPOCH_DAY = date(1970, 1, 1)
 ONE_DAY = timedelta(days=1)
 _LAST_MICROSECOND = timedelta(microseconds=1)
+LAST_INSTANT = ONE_DAY - _LAST_MICROSECOND  # a day's last instant, from its start
 
 
 def day_start(day: date) -> datetime:

@@ -21,7 +21,15 @@ from .object_store import ObjectStore, is_store_error
 from .parquet import ARROW_TYPES, TS_TYPE, iter_row_groups, read_footer
 from .registry import FeatureTable, Registry
 from .storage.database import IndexDb
-from .storage.day_writes import DayRows, day_transaction, ensure_partition, order_day, replace_day
+from .storage.day_writes import (
+    DayRows,
+    day_transaction,
+    ensure_partition,
+    order_day,
+    replace_day,
+    rows_per_file,
+    without_files,
+)
 from .storage.latest import catch_up_latest
 from .storage.names import EntityNames
 from .storage.schema import ensure_schema
@@ -84,7 +92,7 @@ class RunReport:
 class _Prepared:
     day: date
     day_rows: DayRows
-    applied: list[int]  # files whose rows the day now holds
+    read: dict[int, int]  # id -> generation of the files whose rows for the day were read
     touched: list[FileRow]  # change lists: files whose rows in the day are replaced
 
 
@@ -175,6 +183,7 @@ class EntityIndexer:
         except BaseException as e:
             self._end_jobs(False, f"run failed: {e}", report)
             raise
+        pause_points.pause("run_days_done", key=self.key)
         self._end_jobs(True, "indexed", report)
         for file_id in report.skipped_ids:
             seen.pop(file_id, None)
@@ -212,20 +221,20 @@ class EntityIndexer:
                 return None  # none of the listed objects has or had rows on this day
             files = [f for f in touched if f.has_rows_in(start, end)]
         pieces: list[pa.Table] = []
-        applied: list[int] = []
+        read: dict[int, int] = {}
         paths = {f.id: f.path for f in files}
         for f in files:
             try:
                 table = self._rows_for_day(f, day, report, now)
             except _Unreadable:
                 continue
-            applied.append(f.id)
+            read[f.id] = f.generation
             if table.num_rows:
                 pieces.append(table)
         rows = pa.concat_tables(pieces) if pieces else self._empty()
         rows = rows.append_column("path_rank", path_ranks(rows.column("file_id"), paths))
         day_rows = order_day(self.names, day, rows, self._newest)
-        return _Prepared(day, day_rows, applied, touched)
+        return _Prepared(day, day_rows, read, touched)
 
     def _write_day(self, prepared: _Prepared | None, listed: list[FileRow] | None) -> int:
         if prepared is None:
@@ -233,21 +242,58 @@ class EntityIndexer:
         day = prepared.day
         ensure_partition(self.db, self.names, day)
         with day_transaction(self.db, self.names, day) as conn:
+            pause_points.pause("day_locked", key=self.key, day=day)
             if listed is None:
-                ids = [self._table_ids[t.name] for t in self.tables]
-                replace_day(conn, self.names, day, prepared.day_rows, feature_table_ids=ids)
+                written, day_rows = self._rebuild_day(conn, prepared)
             else:
-                replace_day(
-                    conn,
-                    self.names,
-                    day,
-                    prepared.day_rows,
-                    file_ids=[f.id for f in prepared.touched],
-                )
-            if prepared.applied:
-                self.catalog.mark_indexed(conn, prepared.applied)
+                written, day_rows = self._apply_changes(conn, prepared)
+            counts = rows_per_file(day_rows)
+            self.catalog.record_day_files(
+                conn, day, {i: (prepared.read[i], n) for i, n in counts.items()}
+            )
             pause_points.pause("day_written", key=self.key, day=day)
-        return prepared.day_rows.rows
+        pause_points.pause("day_committed", key=self.key, day=day)
+        if written:
+            self.catalog.mark_indexed(written)
+        return day_rows.rows
+
+    def _rebuild_day(self, conn, prepared: _Prepared) -> tuple[list[int], DayRows]:
+        """Under the day's lock: replace the day's rows of the entity key's feature tables
+        with those read, but leave alone the live files this run did not read at their
+        current generation (a sensor run indexed or will index them): a rebuild that listed
+        the day's files before another run finished cannot remove that run's rows."""
+        tables = [t.name for t in self.tables]
+        state = self.catalog.day_state(conn, prepared.day, list(prepared.read), tables)
+        written = [
+            i
+            for i, generation in prepared.read.items()
+            if i in state and state[i].generation == generation and state[i].is_live
+        ]
+        kept = sorted(i for i, r in state.items() if r.is_live and i not in written)
+        day_rows = without_files(prepared.day_rows, set(prepared.read) - set(written))
+        replace_day(
+            conn,
+            self.names,
+            prepared.day,
+            day_rows,
+            feature_table_ids=[self._table_ids[t] for t in tables],
+            keep_file_ids=kept,
+        )
+        self.catalog.forget_day_tables(conn, prepared.day, tables, kept)
+        return written, day_rows
+
+    def _apply_changes(self, conn, prepared: _Prepared) -> tuple[list[int], DayRows]:
+        """Under the day's lock: replace the day's rows of the listed files that are still at
+        the generation this run read; a file that changed since is left to the run of its new
+        generation, which the planner requests."""
+        listed = {f.id: f.generation for f in prepared.touched}
+        state = self.catalog.day_state(conn, prepared.day, list(listed), [])
+        current = [i for i, g in listed.items() if i in state and state[i].generation == g]
+        written = [i for i in current if i in prepared.read and state[i].is_live]
+        day_rows = without_files(prepared.day_rows, set(prepared.read) - set(written))
+        replace_day(conn, self.names, prepared.day, day_rows, file_ids=current)
+        self.catalog.forget_day_files(conn, prepared.day, current)
+        return written, day_rows
 
     def _empty(self) -> pa.Table:
         fields = [pa.field(k, ARROW_TYPES[self.names.types[k]]) for k in self.names.join_keys]

@@ -16,7 +16,10 @@ Handler = Callable[[str, dict[str, Any]], None]
 
 # Where the write path pauses, in the order a run meets them.
 POINTS: dict[str, str] = {
-    "day_written": "a day's rows and its catalogue marks are written, before its commit",
+    "day_locked": "a day's transaction holds its locks; nothing of the day is written yet",
+    "day_written": "a day's rows and its file records are written, before its commit",
+    "day_committed": "a day committed; the files it indexed are not yet marked indexed",
+    "run_days_done": "every day of a run committed; what it applied is not yet recorded",
 }
 
 _handler: Handler | None = None

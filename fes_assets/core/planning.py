@@ -1,6 +1,7 @@
 """Turning catalogued changes into batches of work: which objects, which days, which run key.
 
-A file needs a run while its current generation is not applied. It is in flight while the
+A file needs a run while its current generation is not applied, or while it has rows in days
+that opened after it was applied (only those days are requested). It is in flight while the
 sensor's request for that generation and attempt stands; a request whose run failed, or
 succeeded without applying it, or never started, is followed by the next attempt.
 """
@@ -54,14 +55,14 @@ class Planner:
         begin = day_start(self.registry.partitions_start)
         end = partitions_end(now)
         for key, tables in self.registry.by_entity_key().items():
-            rows = self.catalog.unapplied([t.name for t in tables], limit)
+            rows = self.catalog.unapplied([t.name for t in tables], limit, end)
             free = self._free(rows, now, run_state, plan)
             work, settle = [], []
             for r in free:
                 days = r.days_to_apply(begin, end)
                 (settle if days is None else work).append((days, r))
             if settle:
-                self.catalog.settle_without_rows([r.id for _, r in settle])
+                self.catalog.settle_without_rows([r for _, r in settle], end)
                 plan.settled += len(settle)
             plan.batches.extend(self._batches(key, work))
         for batch in plan.batches:

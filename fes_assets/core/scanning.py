@@ -90,7 +90,9 @@ class BucketScanner:
         today = now.date().isoformat()
         if cursor.today is not None and cursor.today != today:
             result.new_day = True
-            self.catalog.reopen_future_files(self._all_tables(), self._end)
+            # Files with rows in the day that opened are found by the planner (each file knows
+            # the partition end it was applied through); only the counts are settled here.
+            self.catalog.settle_future_rows(self._all_tables(), self._end)
         cursor.today = today
         try:
             if self.settings.events_table:

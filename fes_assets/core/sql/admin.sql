@@ -13,6 +13,10 @@ SELECT id FROM {schema}.feature_tables WHERE name = %(name)s;
 -- name: prune_latest
 DELETE FROM {schema}.{latest_table} WHERE feature_table_id = %(feature_table_id)s;
 
+-- name: prune_file_days
+DELETE FROM {schema}.file_days
+WHERE file_id IN (SELECT id FROM {schema}.files WHERE feature_table = %(name)s);
+
 -- name: prune_files
 DELETE FROM {schema}.files WHERE feature_table = %(name)s;
 
@@ -24,6 +28,14 @@ DROP VIEW IF EXISTS {schema}.{view};
 
 -- name: drop_table
 DROP TABLE IF EXISTS {schema}.{table} CASCADE;
+
+-- name: forget_entity_file_days
+-- After a reset, no day holds rows of the entity key's files.
+DELETE FROM {schema}.file_days
+WHERE file_id IN (
+    SELECT f.id FROM {schema}.files f JOIN {schema}.feature_tables t ON t.name = f.feature_table
+    WHERE t.entity_key = %(entity_key)s
+);
 
 -- name: requeue_entity_files
 -- After a reset, the entity key's indexed files are indexed afresh by the next runs.

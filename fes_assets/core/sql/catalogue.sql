@@ -1,5 +1,14 @@
 -- The catalogue (files) and the attempts log (jobs).
 
+-- name: recorded
+-- A fragment: the days `file_days` says hold rows of the file `f`, and whether any of them
+-- holds another generation's rows. Joined LATERAL so each file is one index lookup.
+LEFT JOIN LATERAL (
+    SELECT min(d.day) AS recorded_first, max(d.day) AS recorded_last,
+           coalesce(bool_or(d.generation <> f.generation), false) AS stale_records
+    FROM {schema}.file_days d WHERE d.file_id = f.id
+) rec ON true
+
 -- name: files_of_tables
 SELECT id, bucket, key, feature_table, etag, status, generation
 FROM {schema}.files WHERE feature_table = ANY(%(tables)s);
@@ -23,11 +32,17 @@ ON CONFLICT (bucket, key, feature_table) DO UPDATE SET
 WHERE f.etag IS DISTINCT FROM excluded.etag OR f.status = 'deleted'
 RETURNING id, generation;
 
+-- name: locked_ids
+-- A fragment: the rows of the ids bound as `ids`, locked in id order. Statements that update several files
+-- lock them this way, as a day's transaction does (FOR SHARE, in id order), so that two of
+-- them never wait on each other in a cycle.
+SELECT id FROM {schema}.files WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE
+
 -- name: mark_deleted
 UPDATE {schema}.files
 SET status = 'deleted', error = NULL, generation = generation + 1, attempt = 0,
     validated = false, catalogued_at = now()
-WHERE id = ANY(%(ids)s) AND status <> 'deleted';
+WHERE id IN ({locked_ids}) AND status <> 'deleted';
 
 -- name: files_for_day
 SELECT f.id, f.bucket, f.key, f.feature_table, f.etag, f.size, f.generation, f.validated,
@@ -57,7 +72,7 @@ WHERE id = %(id)s AND generation = %(generation)s;
 
 -- name: mark_indexed
 UPDATE {schema}.files SET status = 'indexed', error = NULL, indexed_at = now()
-WHERE id = ANY(%(ids)s) AND status = 'pending';
+WHERE id IN ({locked_ids}) AND status = 'pending';
 
 -- name: failed_files
 SELECT bucket, key, feature_table, error, generation
@@ -77,48 +92,104 @@ WHERE id = %(id)s;
 -- name: files_for_objects
 SELECT f.id, f.bucket, f.key, f.feature_table, f.etag, f.size, f.generation, f.validated,
        f.status, f.min_event_timestamp, f.max_event_timestamp,
-       f.indexed_min_timestamp, f.indexed_max_timestamp, t.id AS feature_table_id
+       f.indexed_min_timestamp, f.indexed_max_timestamp, t.id AS feature_table_id,
+       rec.recorded_first, rec.recorded_last, rec.stale_records
 FROM {schema}.files f JOIN {schema}.feature_tables t ON t.name = f.feature_table
 JOIN unnest(%(buckets)s::text[], %(keys)s::text[]) AS o(bucket, key)
   ON o.bucket = f.bucket AND o.key = f.key
+{recorded}
 WHERE f.feature_table = ANY(%(tables)s)
 ORDER BY f.id;
+
+-- name: day_state
+-- Under a day's lock: the files a run read for the day, the files whose rows the day holds
+-- and the live files whose rows overlap it, locked FOR SHARE so that none of them changes
+-- generation before the day commits.
+SELECT f.id, f.generation, f.status
+FROM {schema}.files f
+WHERE f.id = ANY(%(ids)s)
+   OR (f.feature_table = ANY(%(tables)s)
+       AND (f.id IN (SELECT d.file_id FROM {schema}.file_days d WHERE d.day = %(day)s)
+            OR (f.status IN ('pending', 'indexed')
+                AND f.min_event_timestamp < %(day_end)s
+                AND f.max_event_timestamp >= %(day_start)s)))
+ORDER BY f.id
+FOR SHARE OF f;
+
+-- name: forget_day_files
+-- Within a day's transaction: files whose rows in the day were just removed.
+DELETE FROM {schema}.file_days WHERE day = %(day)s AND file_id = ANY(%(ids)s);
+
+-- name: forget_day_tables
+-- Within a rebuild's day transaction: every file of the tables but those left alone.
+DELETE FROM {schema}.file_days d USING {schema}.files f
+WHERE d.day = %(day)s AND f.id = d.file_id AND f.feature_table = ANY(%(tables)s)
+  AND NOT (d.file_id = ANY(%(kept)s));
+
+-- name: record_day_files
+INSERT INTO {schema}.file_days (file_id, day, generation, row_count)
+SELECT u.file_id, %(day)s, u.generation, u.row_count
+FROM unnest(%(ids)s::bigint[], %(generations)s::int[], %(counts)s::bigint[])
+    AS u(file_id, generation, row_count);
 
 -- name: settle_future_rows
 -- Rows once dated after the last partition whose days now all exist.
 UPDATE {schema}.files SET rows_after_end = 0
-WHERE feature_table = ANY(%(tables)s) AND rows_after_end > 0
-  AND max_event_timestamp < %(partitions_end)s;
+WHERE id IN (
+    SELECT id FROM {schema}.files
+    WHERE feature_table = ANY(%(tables)s) AND rows_after_end > 0
+      AND max_event_timestamp < %(partitions_end)s
+    ORDER BY id FOR UPDATE
+);
 
 -- name: files_touching
--- Files of the tables whose current or indexed rows may fall in [run_start, run_end).
+-- Files of the tables whose current, indexed or recorded rows may fall in [run_start,
+-- run_end).
 SELECT id, generation FROM {schema}.files
 WHERE feature_table = ANY(%(tables)s)
   AND ((min_event_timestamp < %(run_end)s AND max_event_timestamp >= %(run_start)s)
-    OR (indexed_min_timestamp < %(run_end)s AND indexed_max_timestamp >= %(run_start)s));
+    OR (indexed_min_timestamp < %(run_end)s AND indexed_max_timestamp >= %(run_start)s)
+    OR id IN (SELECT file_id FROM {schema}.file_days
+              WHERE day >= %(run_start)s::date AND day < %(run_end)s::date));
 
 -- name: applied_state
-SELECT id, generation, status, min_event_timestamp, max_event_timestamp,
-       indexed_min_timestamp, indexed_max_timestamp
-FROM {schema}.files WHERE id = ANY(%(ids)s);
+SELECT f.id, f.generation, f.status, f.min_event_timestamp, f.max_event_timestamp,
+       f.indexed_min_timestamp, f.indexed_max_timestamp, f.applied_generation,
+       f.applied_through, rec.recorded_first, rec.recorded_last, rec.stale_records
+FROM {schema}.files f
+{recorded}
+WHERE f.id = ANY(%(ids)s);
 
 -- name: set_applied
 UPDATE {schema}.files AS f
 SET applied_generation = CASE WHEN u.covered THEN u.generation ELSE f.applied_generation END,
+    applied_through = CASE WHEN u.covered THEN %(partitions_end)s ELSE f.applied_through END,
     indexed_min_timestamp = u.lo, indexed_max_timestamp = u.hi,
     status = CASE WHEN u.covered AND f.status = 'pending' THEN 'indexed' ELSE f.status END,
     indexed_at = CASE WHEN u.covered AND f.status = 'pending' THEN now() ELSE f.indexed_at END
 FROM unnest(%(ids)s::bigint[], %(generations)s::int[], %(covered)s::boolean[],
             %(lo)s::timestamptz[], %(hi)s::timestamptz[]) AS u(id, generation, covered, lo, hi)
-WHERE f.id = u.id AND f.generation = u.generation;
+WHERE f.id = u.id AND f.generation = u.generation AND f.id IN ({locked_ids});
 
 -- name: unapplied
+-- Files whose current generation the index does not hold yet, and applied files with rows in
+-- days that opened since they were applied (each found through its own partial index).
 SELECT f.id, f.bucket, f.key, f.feature_table, f.generation, f.attempt, f.status,
        f.min_event_timestamp, f.max_event_timestamp,
        f.indexed_min_timestamp, f.indexed_max_timestamp,
+       f.applied_generation, f.applied_through,
+       rec.recorded_first, rec.recorded_last, rec.stale_records,
        f.requested_generation, f.requested_attempt, f.requested_run_key, f.requested_at
 FROM {schema}.files f
-WHERE f.feature_table = ANY(%(tables)s) AND f.applied_generation < f.generation
+{recorded}
+WHERE f.id IN (
+    SELECT id FROM {schema}.files
+    WHERE feature_table = ANY(%(tables)s) AND applied_generation < generation
+    UNION
+    SELECT id FROM {schema}.files
+    WHERE feature_table = ANY(%(tables)s) AND status IN ('pending', 'indexed')
+      AND max_event_timestamp >= applied_through AND applied_through < %(partitions_end)s
+)
 ORDER BY f.min_event_timestamp NULLS FIRST, f.id
 LIMIT %(limit)s;
 
@@ -127,11 +198,10 @@ UPDATE {schema}.files AS f
 SET requested_generation = u.generation, requested_attempt = f.attempt,
     requested_run_key = %(run_key)s, requested_at = now()
 FROM unnest(%(ids)s::bigint[], %(generations)s::int[]) AS u(id, generation)
-WHERE f.id = u.id AND f.generation = u.generation;
+WHERE f.id = u.id AND f.generation = u.generation AND f.id IN ({locked_ids});
 
 -- name: next_attempt
-UPDATE {schema}.files SET attempt = attempt + 1
-WHERE id = ANY(%(ids)s) AND applied_generation < generation;
+UPDATE {schema}.files SET attempt = attempt + 1 WHERE id IN ({locked_ids});
 
 -- name: forget_failed_etags
 -- `fes retry`: failed files are catalogued afresh, as if their objects had changed.
@@ -156,21 +226,19 @@ WHERE bucket = %(bucket)s AND feature_table = ANY(%(tables)s) AND status <> 'del
 SELECT id, feature_table, status FROM {schema}.files
 WHERE bucket = %(bucket)s AND key = %(key)s AND status <> 'deleted';
 
--- name: reopen_future_files
--- A new day began: files with rows dated after the last partition need a run again.
-UPDATE {schema}.files
-SET applied_generation = LEAST(applied_generation, generation - 1)
-WHERE feature_table = ANY(%(tables)s) AND status = 'indexed' AND rows_after_end > 0;
-
 -- name: settle_without_rows
 -- Unapplied files that leave no row to add or remove (failed or deleted before any of their
 -- rows reached the index): nothing for a run to do.
 -- A pending file without rows in any partition (zero rows, or all outside) is indexed as is.
-UPDATE {schema}.files SET applied_generation = generation,
+-- Guarded by generation: a file that changed since the planner looked needs its new look.
+UPDATE {schema}.files AS f SET applied_generation = f.generation,
+    applied_through = %(partitions_end)s,
     indexed_min_timestamp = NULL, indexed_max_timestamp = NULL,
-    status = CASE WHEN status = 'pending' THEN 'indexed' ELSE status END,
-    indexed_at = CASE WHEN status = 'pending' THEN now() ELSE indexed_at END
-WHERE id = ANY(%(ids)s);
+    status = CASE WHEN f.status = 'pending' THEN 'indexed' ELSE f.status END,
+    indexed_at = CASE WHEN f.status = 'pending' THEN now() ELSE f.indexed_at END
+FROM unnest(%(ids)s::bigint[], %(generations)s::int[]) AS u(id, generation)
+WHERE f.id = u.id AND f.generation = u.generation AND f.id IN ({locked_ids})
+  AND NOT EXISTS (SELECT 1 FROM {schema}.file_days d WHERE d.file_id = f.id);
 
 -- name: status_by_table
 SELECT feature_table,

@@ -56,6 +56,31 @@ CREATE INDEX IF NOT EXISTS files_by_table_time
     ON {schema}.files (feature_table, min_event_timestamp, max_event_timestamp);
 CREATE INDEX IF NOT EXISTS files_unapplied
     ON {schema}.files (feature_table) WHERE applied_generation < generation;
+-- The partition end (a UTC midnight) through which the applied generation's rows are indexed:
+-- rows dated at or after it wait for their day to open. Set only with applied_generation, so
+-- a run that ends after midnight cannot undo the new day's work.
+ALTER TABLE {schema}.files ADD COLUMN IF NOT EXISTS applied_through timestamptz;
+-- Indexes of earlier releases: applied files with rows after the last partition were applied
+-- through the end of the day they were indexed on.
+UPDATE {schema}.files
+SET applied_through = date_trunc('day', coalesce(indexed_at, catalogued_at), 'UTC') + interval '1 day'
+WHERE applied_through IS NULL AND applied_generation = generation AND rows_after_end > 0;
+CREATE INDEX IF NOT EXISTS files_new_days
+    ON {schema}.files (feature_table)
+    WHERE status IN ('pending', 'indexed') AND max_event_timestamp >= applied_through;
+
+-- name: create_file_days
+-- Which days hold rows of which file, of which generation: written in each day's own
+-- transaction, so every committed day says where its rows came from, whatever happens to the
+-- run after it. A file is applied when no day holds rows of another generation of it.
+CREATE TABLE IF NOT EXISTS {schema}.file_days (
+    file_id bigint NOT NULL,
+    day date NOT NULL,
+    generation integer NOT NULL,
+    row_count bigint NOT NULL,
+    PRIMARY KEY (file_id, day)
+);
+CREATE INDEX IF NOT EXISTS file_days_by_day ON {schema}.file_days (day);
 
 -- name: create_jobs
 CREATE TABLE IF NOT EXISTS {schema}.jobs (

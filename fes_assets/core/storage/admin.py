@@ -48,6 +48,7 @@ def prune_feature_table(db: IndexDb, registry: Registry, name: str, entity_key: 
         removed = conn.execute(template("entity", "prune_rows", **parts), params).rowcount
         conn.execute(template("entity", "prune_changes", **parts), params)
         conn.execute(template("admin", "prune_latest", **parts), params)
+        conn.execute(db.statement("admin", "prune_file_days"), params)
         conn.execute(db.statement("admin", "prune_files"), params)
         conn.execute(db.statement("admin", "prune_feature_table"), params)
     return removed
@@ -68,4 +69,5 @@ def reset_entity(db: IndexDb, key: str) -> None:
         if stored:
             stored.pop(key, None)
             write_entity_keys(db, conn, stored)
+        conn.execute(db.statement("admin", "forget_entity_file_days"), {"entity_key": key})
         conn.execute(db.statement("admin", "requeue_entity_files"), {"entity_key": key})

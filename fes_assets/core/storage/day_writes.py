@@ -10,6 +10,7 @@ from datetime import date
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 from psycopg import sql
 
 from .. import copy_encoding
@@ -73,6 +74,35 @@ def order_day(names: EntityNames, day: date, rows: pa.Table, newest: NewestRows)
     return DayRows(rows.num_rows, ordered.select(columns), candidates.select(columns))
 
 
+def without_files(day_rows: DayRows, file_ids: set[int]) -> DayRows:
+    """The day's rows less those of `file_ids` (versions superseded while the run read them).
+    An id whose candidate came from one of them gets a marker instead: latest recomputes it
+    from the history the day commits, since this run's older days skip ids it has seen."""
+    if not file_ids or not day_rows.rows:
+        return day_rows
+    drop = pa.array(sorted(file_ids), pa.int64())
+    ordered = day_rows.ordered.filter(pc.invert(pc.is_in(day_rows.ordered["file_id"], drop)))
+    candidates = day_rows.candidates
+    lost = pc.is_in(candidates["file_id"], drop)
+    if pc.any(lost).as_py():
+        markers = candidates.filter(lost)
+        for column in COPY_COLUMNS[1:]:  # a NULL event timestamp makes a marker
+            i = markers.schema.get_field_index(column)
+            markers = markers.set_column(i, column, pa.nulls(len(markers), markers[column].type))
+        candidates = pa.concat_tables([candidates.filter(pc.invert(lost)), markers])
+    return DayRows(ordered.num_rows, ordered, candidates)
+
+
+def rows_per_file(day_rows: DayRows) -> dict[int, int]:
+    """File id -> how many of the day's rows it brings."""
+    if not day_rows.rows:
+        return {}
+    counts = day_rows.ordered.group_by("file_id").aggregate([("file_id", "count")])
+    return dict(
+        zip(counts["file_id"].to_pylist(), counts["file_id_count"].to_pylist(), strict=True)
+    )
+
+
 def replace_day(
     conn: psycopg.Connection,
     names: EntityNames,
@@ -80,17 +110,25 @@ def replace_day(
     day_rows: DayRows,
     *,
     feature_table_ids: Sequence[int] | None = None,
+    keep_file_ids: Sequence[int] = (),
     file_ids: Sequence[int] | None = None,
 ) -> int:
-    """Within `conn`'s day transaction: remove the day's rows of `feature_table_ids` (a
-    rebuild) or of `file_ids` (a change list), load the new rows, and leave latest its
-    candidates and, where removed rows may have been an id's latest, markers."""
+    """Within `conn`'s day transaction: remove the day's rows of `feature_table_ids` but
+    those of `keep_file_ids` (a rebuild) or the rows of `file_ids` (a change list), load the
+    new rows, and leave latest its candidates and, where removed rows may have been an id's
+    latest, markers."""
     parts = names.parts(partition=sql.Identifier(names.partition(day)))
     if feature_table_ids is not None:
+        removed = sql.SQL("feature_table_id = ANY(%(removed)s)")
+        params = {"removed": list(feature_table_ids)}
+        if keep_file_ids:
+            removed = sql.SQL("{} AND NOT (file_id = ANY(%(kept)s))").format(removed)
+            params["kept"] = list(keep_file_ids)
         # A rebuild that empties the day truncates it: cheaper than deleting every row.
-        _remove(conn, parts, day, "feature_table_id", feature_table_ids, truncate=True)
+        _remove(conn, parts, day, removed, params, truncate=True)
     if file_ids:
-        _remove(conn, parts, day, "file_id", file_ids, truncate=False)
+        removed = sql.SQL("file_id = ANY(%(removed)s)")
+        _remove(conn, parts, day, removed, {"removed": list(file_ids)}, truncate=False)
     if day_rows.rows:
         with conn.cursor().copy(template("entity", "copy_day", **parts)) as copy:
             for piece in copy_encoding.iter_encode(day_rows.ordered):
@@ -107,18 +145,14 @@ def _remove(
     conn: psycopg.Connection,
     parts: dict[str, sql.Composable],
     day: date,
-    column: str,
-    ids: Sequence[int],
+    removed: sql.Composable,
+    params: dict[str, list[int]],
     *,
     truncate: bool,
 ) -> None:
-    """Remove the day's rows whose `column` is in `ids`, marking for latest the ids whose
-    latest row may go with them."""
-    parts = {
-        **parts,
-        "removed": sql.SQL("{} = ANY(%(removed)s)").format(sql.Identifier(column)),
-    }
-    params = {"removed": list(ids)}
+    """Remove the day's rows matching `removed`, marking for latest the ids whose latest row
+    may go with them."""
+    parts = {**parts, "removed": removed}
 
     def exists(name: str) -> bool:
         return conn.execute(template("entity", name, **parts), params).fetchone()["found"]

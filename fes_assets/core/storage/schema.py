@@ -19,8 +19,14 @@ from .names import EntityNames
 SCHEMA_VERSION = 1
 # Bumped when storage DDL changes in a way the same schema version can read: a new revision
 # makes the next run apply the DDL (and its upgrades) once.
-STORAGE_REVISION = 2
-_SHARED_TABLES = ("create_meta", "create_feature_tables", "create_files", "create_jobs")
+STORAGE_REVISION = 3
+_SHARED_TABLES = (
+    "create_meta",
+    "create_feature_tables",
+    "create_files",
+    "create_file_days",
+    "create_jobs",
+)
 _ENTITY_STORAGE = ("create_rows", "create_latest", "create_changes")
 
 
