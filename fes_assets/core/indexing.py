@@ -240,6 +240,7 @@ class EntityIndexer:
         if prepared is None:
             return 0
         day = prepared.day
+        pause_points.pause("day_ready", key=self.key, day=day)
         ensure_partition(self.db, self.names, day)
         with day_transaction(self.db, self.names, day) as conn:
             pause_points.pause("day_locked", key=self.key, day=day)

@@ -1,0 +1,245 @@
+"""The index equals the bucket when runs die, race or outlive a midnight: each scenario is
+forced between two chosen statements through the core's pause points, then compared with a
+brute-force recomputation from the bucket."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from fes_assets.core import clock, pause_points
+from fes_assets.core.indexing import EntityIndexer
+from fes_assets_tests import truth
+from fes_assets_tests.conftest import ACCESS_KEY, SECRET_KEY, T0, Lab, drivers, drivers_registry
+from fes_assets_tests.core_child import Servers, run_killed
+
+DAY = timedelta(days=1)
+
+
+def servers(lab: Lab) -> Servers:
+    return Servers(lab.pg_url, lab.schema, lab.endpoint, ACCESS_KEY, SECRET_KEY)
+
+
+def indexer(lab: Lab) -> EntityIndexer:
+    return EntityIndexer(lab.store, lab.db, lab.registry, "driver_id", log=lambda m: None)
+
+
+def changes_of(request) -> list[dict]:
+    (op,) = request.run_config["ops"].values()
+    return op["config"]["changes"]
+
+
+def days_of(request) -> list[date]:
+    if request.partition_key:
+        return [date.fromisoformat(request.partition_key)]
+    first = date.fromisoformat(request.tags["dagster/asset_partition_range_start"])
+    last = date.fromisoformat(request.tags["dagster/asset_partition_range_end"])
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def assert_index_equals_bucket(lab: Lab) -> None:
+    indexer(lab).catch_up_latest()
+    rows = truth.history(lab.s3, lab.registry, "driver_id", clock.now())
+    cols = ("driver_id", "feature_table", "event_timestamp", "path")
+    assert lab.ids("entity_driver_id", *cols) == rows
+    assert lab.ids("latest_driver_id", *cols) == truth.latest(rows)
+
+
+class Pause:
+    """Blocks one thread at a pause point until the test lets it go on."""
+
+    def __init__(self, point: str, when: Callable[[dict[str, Any]], bool] = lambda c: True):
+        self.point, self.when = point, when
+        self.reached, self.go_on = threading.Event(), threading.Event()
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def handler(self, name: str, context: dict[str, Any]) -> None:
+        if (
+            name == self.point
+            and threading.current_thread() is self.thread
+            and not self.reached.is_set()
+            and self.when(context)
+        ):
+            self.reached.set()
+            assert self.go_on.wait(120), "the test never let the paused run go on"
+
+    def start(self, target: Callable[[], object]) -> None:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as e:  # reported by join()
+                self.error = e
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert self.reached.wait(120), f"the run never reached {self.point}"
+
+    def finish(self) -> None:
+        self.go_on.set()
+        assert self.thread is not None
+        self.thread.join(120)
+        if self.error is not None:
+            raise self.error
+
+
+@pytest.mark.parametrize("mode", ["changes", "rebuild"])
+def test_a_run_killed_after_some_days_then_its_file_deleted_leaves_no_rows(lab, mode):
+    lab.use_registry(drivers_registry())
+    times = [T0 + timedelta(days=d, hours=h) for d in range(5) for h in range(3)]
+    lab.put("d/big.parquet", drivers(list(range(15)), times))
+    sensor = lab.sensor()
+    (request,) = lab.tick(sensor).run_requests
+    changes = changes_of(request) if mode == "changes" else None
+    # Days go newest first: the child dies right after committing its second day.
+    code = run_killed(
+        servers(lab),
+        lab.registry,
+        "driver_id",
+        days_of(request),
+        changes=changes,
+        kill_at=("day_committed", 2),
+    )
+    assert code == -9
+    assert lab.sql("SELECT count(*) FROM entity_driver_id") == [(6,)]
+    lab.delete("d/big.parquet")
+    lab.settle(sensor)
+    assert lab.ids("entity_driver_id", "driver_id") == []
+    assert_index_equals_bucket(lab)
+
+
+def test_a_run_killed_mid_way_is_completed_by_the_next_attempt(lab):
+    lab.use_registry(drivers_registry())
+    times = [T0 + timedelta(days=d) for d in range(4)]
+    lab.put("d/a.parquet", drivers([1, 2, 3, 4], times))
+    sensor = lab.sensor()
+    (request,) = lab.tick(sensor).run_requests
+    code = run_killed(
+        servers(lab),
+        lab.registry,
+        "driver_id",
+        days_of(request),
+        changes=changes_of(request),
+        kill_at=("day_written", 3),  # the third day dies before its commit
+    )
+    assert code == -9
+    assert lab.sql("SELECT count(*) FROM entity_driver_id") == [(2,)]
+    # The requested run never ran as a Dagster run: a later overwrite must still clean up.
+    lab.put("d/a.parquet", drivers([9], [T0 + timedelta(hours=1)]))
+    lab.settle(sensor)
+    assert_index_equals_bucket(lab)
+
+
+def test_a_file_deleted_while_a_run_is_between_days_gets_no_rows_back(lab):
+    lab.use_registry(drivers_registry())
+    times = [T0, T0 + DAY, T0 + 2 * DAY]
+    lab.put("d/a.parquet", drivers([1, 2, 3], times))
+    lab.put("d/b.parquet", drivers([4, 5, 6], times))
+    sensor = lab.sensor()
+    (request,) = lab.tick(sensor).run_requests
+    pause = Pause("day_committed", lambda c: c["day"] == date(2021, 4, 3))
+    with pause_points.installed(pause.handler):
+        # The run has read both files and committed the newest day; the rest waits.
+        pause.start(lambda: indexer(lab).run(days_of(request), changes_of(request)))
+        lab.delete("d/a.parquet")
+        assert lab.settle(sensor) == 1  # the deletion's run, while the first is paused
+        pause.finish()
+    lab.settle(sensor)
+    assert lab.ids("entity_driver_id", "driver_id") == [(4,), (5,), (6,)]
+    assert_index_equals_bucket(lab)
+
+
+def test_an_overwrite_that_moves_rows_while_a_run_is_paused(lab):
+    lab.use_registry(drivers_registry())
+    lab.put("d/a.parquet", drivers([1, 2, 3], [T0, T0 + DAY, T0 + 2 * DAY]))
+    sensor = lab.sensor()
+    (request,) = lab.tick(sensor).run_requests
+    pause = Pause("day_ready", lambda c: c["day"] == date(2021, 4, 2))
+    with pause_points.installed(pause.handler):
+        pause.start(lambda: indexer(lab).run(days_of(request), changes_of(request)))
+        # Version 2 has its rows on other days (and one on a day the first run still writes).
+        lab.put("d/a.parquet", drivers([7, 8], [T0 + 4 * DAY, T0 + DAY]))
+        lab.settle(sensor)
+        pause.finish()
+    lab.settle(sensor)
+    assert lab.ids("entity_driver_id", "driver_id") == [(7,), (8,)]
+    assert_index_equals_bucket(lab)
+
+
+def test_a_rebuild_that_listed_its_files_first_keeps_a_newer_runs_rows(lab):
+    lab.use_registry(drivers_registry())
+    lab.put("d/a.parquet", drivers([1], [T0]))
+    sensor = lab.sensor()
+    lab.settle(sensor)
+    pause = Pause("day_ready")
+    with pause_points.installed(pause.handler):
+        pause.start(lambda: indexer(lab).run([date(2021, 4, 1)]))
+        # A new file on the same day, catalogued and indexed by the sensor meanwhile.
+        lab.put("d/n.parquet", drivers([2], [T0 + timedelta(hours=1)]))
+        assert lab.settle(sensor) == 1
+        pause.finish()
+    assert lab.ids("entity_driver_id", "driver_id") == [(1,), (2,)]
+    assert lab.settle(sensor) == 0
+    assert_index_equals_bucket(lab)
+
+
+def test_after_midnight_a_backfill_of_yesterday_before_the_sensor_loses_nothing(
+    lab, monkeypatch
+):
+    lab.use_registry(drivers_registry(), start="2021-04-01")
+    today = datetime(2021, 4, 10, tzinfo=UTC)
+    monkeypatch.setenv("FES_NOW", (today + timedelta(hours=23, minutes=50)).isoformat())
+    tonight = [today + timedelta(hours=22)] * 10
+    tomorrow = [today + DAY + timedelta(minutes=5)] * 20
+    lab.put("d/a.parquet", drivers(list(range(30)), tonight + tomorrow))
+    sensor = lab.sensor()
+    lab.settle(sensor)
+    assert lab.sql("SELECT count(*) FROM entity_driver_id") == [(10,)]
+    monkeypatch.setenv("FES_NOW", (today + DAY + timedelta(minutes=10)).isoformat())
+    assert lab.materialize("driver_id", "2021-04-10").success  # a nightly backfill runs first
+    lab.settle(sensor)
+    assert lab.sql("SELECT count(*) FROM entity_driver_id") == [(30,)]
+    assert_index_equals_bucket(lab)
+
+
+def test_a_run_that_started_before_midnight_and_ends_after_it(lab, monkeypatch):
+    lab.use_registry(drivers_registry(), start="2021-04-01")
+    today = datetime(2021, 4, 10, tzinfo=UTC)
+    monkeypatch.setenv("FES_NOW", (today + timedelta(hours=23, minutes=50)).isoformat())
+    lab.put(
+        "d/a.parquet",
+        drivers([1, 2], [today + timedelta(hours=22), today + DAY + timedelta(minutes=5)]),
+    )
+    sensor = lab.sensor()
+    first = lab.tick(sensor)
+    pause = Pause("run_days_done")
+    with pause_points.installed(pause.handler):
+        # The sensor's run, as the daemon would launch it (the planner looks up its status).
+        pause.start(lambda: lab.execute(first))
+        monkeypatch.setenv("FES_NOW", (today + DAY + timedelta(minutes=10)).isoformat())
+        lab.tick(sensor)  # the new day's first tick, while the old day's run is finishing
+        pause.finish()
+    lab.settle(sensor)
+    assert lab.ids("entity_driver_id", "driver_id") == [(1,), (2,)]
+    assert_index_equals_bucket(lab)
+
+
+def test_a_row_far_in_the_future_costs_each_new_day_one_day(lab, monkeypatch):
+    lab.use_registry(drivers_registry(), start="2021-04-01")
+    now = datetime(2021, 4, 5, 12, tzinfo=UTC)
+    monkeypatch.setenv("FES_NOW", now.isoformat())
+    times = [T0, T0 + DAY, T0 + 2 * DAY, datetime(2300, 1, 1, tzinfo=UTC)]
+    lab.put("d/a.parquet", drivers([1, 2, 3, 4], times))
+    sensor = lab.sensor()
+    lab.settle(sensor)
+    for k in (1, 2, 3):
+        monkeypatch.setenv("FES_NOW", (now + k * DAY).isoformat())
+        result = lab.tick(sensor)
+        assert [days_of(r) for r in result.run_requests] == [[(now + k * DAY).date()]]
+        lab.execute(result)
+        assert lab.settle(sensor) == 0
+    assert_index_equals_bucket(lab)
