@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
+from fes_assets_tests.conftest import drivers, drivers_registry
+
 T0 = datetime(2021, 4, 1, 6, tzinfo=UTC)
 DRIVERS = {
     "driver_hourly_stats": {
@@ -123,3 +125,18 @@ def test_timestamps_outside_every_partition_are_counted_not_lost(lab, monkeypatc
     assert lab.sql("SELECT row_count, rows_before_start, rows_after_end, status FROM files") == [
         (4, 2, 1, "indexed")
     ]
+
+
+def test_rows_before_1970_land_in_their_own_day(lab):
+    lab.use_registry(drivers_registry(), start="1969-12-30")
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    times = [epoch - timedelta(microseconds=1), epoch, epoch - timedelta(days=1, microseconds=1)]
+    lab.put("d/old.parquet", drivers([1, 2, 3], times))
+    assert lab.materialize("driver_id", ("1969-12-30", "1970-01-01")).success
+    assert lab.ids("entity_driver_id", "driver_id", "event_timestamp") == sorted(
+        zip([1, 2, 3], times, strict=True)
+    )
+    assert lab.sql(
+        "SELECT driver_id FROM entity_driver_id "
+        "WHERE event_timestamp >= '1969-12-31' AND event_timestamp < '1970-01-01'"
+    ) == [(1,)]

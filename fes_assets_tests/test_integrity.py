@@ -44,9 +44,11 @@ def days_of(request) -> list[date]:
 def assert_index_equals_bucket(lab: Lab) -> None:
     indexer(lab).catch_up_latest()
     rows = truth.history(lab.s3, lab.registry, "driver_id", clock.now())
-    cols = ("driver_id", "feature_table", "event_timestamp", "path")
-    assert lab.ids("entity_driver_id", *cols) == rows
-    assert lab.ids("latest_driver_id", *cols) == truth.latest(rows)
+    cols = ("driver_id", "feature_table", "event_timestamp", "created_timestamp", "path")
+    assert truth.ordered(lab.sql(f"SELECT {', '.join(cols)} FROM entity_driver_id")) == rows
+    assert truth.ordered(lab.sql(f"SELECT {', '.join(cols)} FROM latest_driver_id")) == (
+        truth.latest(rows)
+    )
 
 
 class Pause:
@@ -187,9 +189,7 @@ def test_a_rebuild_that_listed_its_files_first_keeps_a_newer_runs_rows(lab):
     assert_index_equals_bucket(lab)
 
 
-def test_after_midnight_a_backfill_of_yesterday_before_the_sensor_loses_nothing(
-    lab, monkeypatch
-):
+def test_after_midnight_a_backfill_of_yesterday_before_the_sensor_loses_nothing(lab, monkeypatch):
     lab.use_registry(drivers_registry(), start="2021-04-01")
     today = datetime(2021, 4, 10, tzinfo=UTC)
     monkeypatch.setenv("FES_NOW", (today + timedelta(hours=23, minutes=50)).isoformat())
@@ -242,4 +242,21 @@ def test_a_row_far_in_the_future_costs_each_new_day_one_day(lab, monkeypatch):
         assert [days_of(r) for r in result.run_requests] == [[(now + k * DAY).date()]]
         lab.execute(result)
         assert lab.settle(sensor) == 0
+    assert_index_equals_bucket(lab)
+
+
+def test_rows_dated_in_the_future_reach_latest_only_when_their_time_comes(lab, monkeypatch):
+    lab.use_registry(drivers_registry(), start="2021-04-01")
+    monkeypatch.setenv("FES_NOW", "2021-04-02T12:00:00+00:00")
+    sensor = lab.sensor()
+    lab.put("d/future.parquet", drivers([2], [T0 + DAY + timedelta(hours=20)]))
+    lab.settle(sensor)  # its run fails timestamps_valid: latest is blocked
+    assert lab.ids("latest_driver_id", "driver_id") == []
+    lab.put("d/other.parquet", drivers([5], [T0 + DAY + timedelta(hours=1)]))
+    lab.settle(sensor)  # a passing run must not carry the future row into latest
+    assert lab.ids("latest_driver_id", "driver_id") == [(5,)]
+    monkeypatch.setenv("FES_NOW", "2021-04-02T21:00:00+00:00")
+    lab.put("d/third.parquet", drivers([6], [T0 + DAY + timedelta(hours=2)]))
+    lab.settle(sensor)
+    assert lab.ids("latest_driver_id", "driver_id") == [(2,), (5,), (6,)]
     assert_index_equals_bucket(lab)

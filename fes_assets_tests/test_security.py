@@ -7,6 +7,7 @@ import dagster as dg
 import psycopg
 import pytest
 from dagster._serdes import serialize_value
+from sqlalchemy.engine import make_url
 
 from fes_assets.core.errors import IndexSchemaError
 from fes_assets.core.storage.database import IndexDb, conninfo
@@ -53,7 +54,7 @@ def test_credentials_never_reach_the_event_log_or_run_config(lab, monkeypatch):
                 "%s", "'" + pg_password + "'"
             )
         )
-    url = lab.pg_url.replace("postgres@", f"r_{lab.schema}:{pg_password}@")
+    url = as_role(lab.pg_url, f"r_{lab.schema}", pg_password)
     monkeypatch.setenv("FES_TEST_PG", url)
     resources = {
         "object_store": ObjectStoreResource(
@@ -69,7 +70,8 @@ def test_credentials_never_reach_the_event_log_or_run_config(lab, monkeypatch):
     )
     assert ok.success
     # A failing run: its error must not carry the URL's password either.
-    monkeypatch.setenv("FES_TEST_PG", url.replace(lab.pg_url.rsplit(":", 1)[1].split("/")[0], "1"))
+    unreachable = make_url(url).set(port=1).render_as_string(hide_password=False)
+    monkeypatch.setenv("FES_TEST_PG", unreachable)
     failed = dg.materialize(
         assets,
         resources=resources,
@@ -89,15 +91,21 @@ def test_credentials_never_reach_the_event_log_or_run_config(lab, monkeypatch):
     assert pg_password not in repr(IndexDb(url, lab.schema))
 
 
+def as_role(url: str, role: str, password: str) -> str:
+    """The same server and database as `url`, as another role (whatever the admin's name)."""
+    return make_url(url).set(username=role, password=password).render_as_string(hide_password=False)
+
+
 def test_the_least_privilege_role_writes_only_its_schema(lab, pg_url):
     role = f"idx_{lab.schema}"
     with psycopg.connect(conninfo(pg_url), autocommit=True) as conn:
-        conn.execute(f'CREATE ROLE "{role}" LOGIN')
+        # A password, so that servers that ask for one over TCP let the role in.
+        conn.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{role}'")
         conn.execute(f'CREATE SCHEMA "{lab.schema}" AUTHORIZATION "{role}"')
         conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
     lab.use_registry(DRIVERS)
     lab.put("d/a.parquet", drivers([1, 2]))
-    url = pg_url.replace("postgres@", f"{role}@")
+    url = as_role(pg_url, role, role)
     lab.pg_url = url
     assert lab.materialize("driver_id", "2021-04-01").success
     assert lab.ids("latest_driver_id", "driver_id") == [(1,), (2,)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote_plus
 
 import psycopg
@@ -25,13 +25,13 @@ class MinioTable:
                 f"CREATE TABLE {self.name} (event_time timestamptz NOT NULL, event_data jsonb)"
             )
 
-    def emit(self, name: str, key: str) -> None:
+    def emit(self, name: str, key: str, when: datetime | None = None) -> None:
         self.seq += 1
         head = {}
         if name.startswith("s3:ObjectCreated"):
             h = self.lab.s3.head_object(Bucket=self.lab.bucket, Key=key)
             head = {"size": h["ContentLength"], "eTag": h["ETag"].strip('"')}
-        when = datetime.now(UTC)
+        when = when or datetime.now(UTC)
         event = {
             "eventVersion": "2.0",
             "eventSource": "minio:s3",
@@ -95,3 +95,37 @@ def test_reconcile_heals_a_missed_event(lab):
     healing = lab.sensor(events_table=events.name, reconcile_interval=0)
     assert lab.settle(healing) == 1
     assert lab.ids("entity_driver_id", "driver_id") == [(5,)]
+
+
+def test_an_event_committed_after_a_newer_one_is_still_read(lab):
+    lab.use_registry(DRIVERS)
+    events = MinioTable(lab)
+    sensor = lab.sensor(events_table=events.name, reconcile_interval=3600)
+    assert not lab.tick(sensor).run_requests
+    now = datetime.now(UTC)
+    lab.put("driver_hourly_stats/b.parquet", drivers([2]))
+    events.emit("s3:ObjectCreated:Put", "driver_hourly_stats/b.parquet", now)
+    assert lab.settle(sensor) == 1
+    # A concurrent PUT whose event lands later, stamped a minute earlier than b's.
+    lab.put("driver_hourly_stats/a.parquet", drivers([1]))
+    events.emit("s3:ObjectCreated:Put", "driver_hourly_stats/a.parquet", now - timedelta(minutes=1))
+    assert lab.settle(sensor) == 1
+    assert lab.ids("entity_driver_id", "driver_id") == [(1,), (2,)]
+    # Read once: the look-back window does not read it again.
+    assert lab.tick(sensor).run_requests == []
+    assert json.loads(lab.cursor)["events_seen"]
+
+
+def test_a_tick_out_of_time_still_progresses_and_keeps_its_place(lab):
+    lab.use_registry(DRIVERS)
+    for i in range(7):
+        lab.put(f"driver_hourly_stats/{i}.parquet", drivers([i]))
+    sensor = lab.sensor(time_budget=0, page_size=3, reconcile_interval=3600)
+    ticks = 0
+    while ticks == 0 or lab.sql("SELECT count(*) FROM files") < [(7,)]:
+        ticks += 1
+        lab.execute(lab.tick(sensor))
+        assert ticks < 30, "ticks stopped making progress"
+    assert ticks > 1  # each tick stopped at its (zero) budget after doing something
+    lab.settle(sensor)
+    assert lab.ids("entity_driver_id", "driver_id") == [(i,) for i in range(7)]

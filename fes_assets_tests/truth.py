@@ -26,8 +26,9 @@ def _keys(s3, bucket: str, prefix: str) -> list[str]:
 
 
 def history(s3, registry: Registry, key: str, now: datetime) -> list[tuple]:
-    """(ids..., feature table, event timestamp, path) of every row of entity key `key` that
-    falls in a partition, sorted; objects that do not parse count as empty."""
+    """(ids..., feature table, event timestamp, created timestamp, path) of every row of
+    entity key `key` that falls in a partition, sorted; objects that do not parse count as
+    empty."""
     begin, end = day_start(registry.partitions_start), partitions_end(now)
     rows = []
     for ft in registry.by_entity_key()[key]:
@@ -37,21 +38,45 @@ def history(s3, registry: Registry, key: str, now: datetime) -> list[tuple]:
                 table = pq.read_table(io.BytesIO(body))
             except Exception:
                 continue
-            times = table.column(ft.source_column(ft.timestamp_column)).to_pylist()
-            ids = [table.column(ft.source_column(k)).to_pylist() for k in ft.join_keys]
+            times = [_utc(t) for t in _column(table, ft, ft.timestamp_column)]
+            created = (
+                [_utc(t) for t in _column(table, ft, ft.created_timestamp_column)]
+                if ft.created_timestamp_column
+                else [None] * len(times)
+            )
+            ids = [_column(table, ft, k) for k in ft.join_keys]
             path = f"s3://{ft.bucket}/{object_key}"
             for i, t in enumerate(times):
-                t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
                 if begin <= t < end:
-                    rows.append((*(column[i] for column in ids), ft.name, t, path))
-    return sorted(rows)
+                    rows.append((*(column[i] for column in ids), ft.name, t, created[i], path))
+    return ordered(rows)
+
+
+def ordered(rows: list[tuple]) -> list[tuple]:
+    """Rows sorted with None before any value (rows from the index compare the same way)."""
+    return sorted(rows, key=lambda r: tuple((v is not None, v) for v in r))
+
+
+def _column(table, ft, name: str) -> list:
+    return table.column(ft.source_column(name)).to_pylist()
+
+
+def _utc(t: datetime | None) -> datetime | None:
+    if t is None:
+        return None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def latest(rows: list[tuple]) -> list[tuple]:
-    """Each (ids, feature table)'s newest row: the newest event, then the greatest path."""
+    """Each (ids, feature table)'s newest row: the newest event, then the newest created
+    timestamp (none is oldest), then the greatest path in byte order."""
     best: dict[tuple, tuple] = {}
-    for *ids, table, ts, path in rows:
+
+    def rank(ts, created, path) -> tuple:
+        return ts, created is not None, created or ts, path.encode()
+
+    for *ids, table, ts, created, path in rows:
         ident = (*ids, table)
-        if ident not in best or (ts, path.encode()) > (best[ident][0], best[ident][1].encode()):
-            best[ident] = (ts, path)
-    return sorted((*k, *v) for k, v in best.items())
+        if ident not in best or rank(ts, created, path) > rank(*best[ident]):
+            best[ident] = (ts, created, path)
+    return ordered([(*k, *v) for k, v in best.items()])

@@ -59,10 +59,16 @@ def cmd_entities(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from ..core.catalogue import Catalog
+    from ..core.storage.admin import entity_keys_without_tables
 
     catalog = Catalog(_db())
     tables = catalog.status_by_table()
     files = catalog.lagging_files(args.limit)
+    for key in entity_keys_without_tables(catalog.db):
+        print(
+            f"entity key {key} has no feature table in the registry; its storage stays "
+            f"until `fes reset-entity {key}`"
+        )
     if not tables:
         print("no files catalogued yet")
         return 0

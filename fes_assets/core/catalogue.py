@@ -16,7 +16,7 @@ from psycopg import sql
 from psycopg.rows import class_row
 
 from .days import LAST_INSTANT, clamp_range, day_start, days_bounds, partitions_end, span
-from .errors import BadObjectError
+from .errors import BadObjectError, ObjectChangedError
 from .object_store import ObjectInfo, ObjectStore, is_store_error
 from .parquet import TS_TYPE, columns_for, read_footer, to_timestamps
 from .registry import FeatureTable, Registry
@@ -159,10 +159,12 @@ def outside_counts(ts: pa.ChunkedArray, begin: datetime, end: datetime) -> tuple
 def describe(
     store: ObjectStore, obj: ObjectInfo, ft: FeatureTable, begin: datetime, end: datetime
 ) -> FileFacts:
-    """Footer facts of one object for one feature table. Reads the timestamp column only when
-    statistics are missing or rows fall outside the partitions (to count them exactly)."""
+    """Footer facts of one object version (`obj.etag`) for one feature table: raises
+    ObjectChangedError when the object is no longer that version. Reads the timestamp
+    column only when statistics are missing or rows fall outside the partitions (to count
+    them exactly)."""
     try:
-        pf = store.open_parquet(obj.bucket, obj.key, obj.size)
+        pf = store.open_parquet(obj.bucket, obj.key, obj.size, etag=obj.etag)
         footer = read_footer(pf, ft)
         facts = FileFacts(row_count=footer.num_rows, has_statistics=footer.has_statistics)
         if footer.num_rows == 0:
@@ -184,6 +186,27 @@ def describe(
         if is_store_error(e):
             raise  # an outage or a vanished object is not a fact about the file: retry later
         return FileFacts(error=f"not a readable parquet file: {e}")
+
+
+def describe_current(
+    store: ObjectStore,
+    obj: ObjectInfo,
+    ft: FeatureTable,
+    begin: datetime,
+    end: datetime,
+    attempts: int = 3,
+) -> tuple[ObjectInfo, FileFacts] | None:
+    """The object's current version and its facts, read from exactly that version: when it
+    changed since it was listed, the version found now (None: it was deleted)."""
+    for _ in range(attempts):
+        try:
+            return obj, describe(store, obj, ft, begin, end)
+        except ObjectChangedError:
+            found = store.head(obj.bucket, obj.key)
+            if found is None:
+                return None
+            obj = found
+    raise ObjectChangedError(f"{obj.path} keeps changing while it is read; trying later")
 
 
 @dataclass
@@ -232,6 +255,22 @@ class Catalog:
         return conn.execute(self._statement(name), params)
 
     # --- cataloguing objects --------------------------------------------------------------
+
+    def record_current(
+        self,
+        store: ObjectStore,
+        obj: ObjectInfo,
+        ft: FeatureTable,
+        partitions: tuple[datetime, datetime],
+        changes: CatalogChanges,
+        run_id: str | None = None,
+    ) -> None:
+        """Describe the object as it is now and record that version (a version deleted
+        meanwhile is left to the pass that sees it gone)."""
+        described = describe_current(store, obj, ft, *partitions)
+        if described is not None:
+            current, facts = described
+            self.record(current, ft, facts, changes, run_id)
 
     def record(
         self,
@@ -290,7 +329,7 @@ class Catalog:
                         row = known.get(ident)
                         if row and row.etag == obj.etag and row.status != "deleted":
                             continue
-                        self.record(obj, ft, describe(store, obj, ft, begin, end), changes, run_id)
+                        self.record_current(store, obj, ft, (begin, end), changes, run_id)
         self.settle_future_rows(names, end)
         gone = [r.id for ident, r in known.items() if ident not in seen and r.status != "deleted"]
         if gone:
@@ -310,7 +349,7 @@ class Catalog:
             obj = store.head(r.bucket, r.key)
             if ft is None or obj is None:
                 continue  # removed from the registry or the bucket: a later pass settles it
-            self.record(obj, ft, describe(store, obj, ft, begin, end), changes)
+            self.record_current(store, obj, ft, (begin, end), changes)
         return changes
 
     def known_objects(self, bucket: str, keys: list[str], tables: list[str]) -> list[FileRow]:

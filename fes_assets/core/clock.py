@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from . import settings
+
+# How far after "now" a timestamp may lie before it counts as in the future (clock skew).
+FUTURE_TOLERANCE = timedelta(minutes=5)
 
 
 def parse_instant(text: str) -> datetime:

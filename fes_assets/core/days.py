@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 EPOCH_DAY = date(1970, 1, 1)
 ONE_DAY = timedelta(days=1)
 _LAST_MICROSECOND = timedelta(microseconds=1)
@@ -30,6 +33,19 @@ def days_bounds(first: date, last: date) -> tuple[datetime, datetime]:
 def day_number(day: date) -> int:
     """Days since 1970-01-01: the key rows are grouped by when split into days."""
     return (day - EPOCH_DAY).days
+
+
+_US_PER_DAY = 86_400_000_000
+# Integer division truncates toward zero; shifting by a whole number of days first makes it
+# round down for instants before 1970 too (-1 µs is day -1, not day 0).
+_SHIFT_DAYS = 1_000_000
+
+
+def day_numbers(timestamps: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """`day_number` of each UTC timestamp (microseconds)."""
+    us = timestamps.cast(pa.int64())
+    shifted = pc.add(us, _SHIFT_DAYS * _US_PER_DAY)
+    return pc.subtract(pc.divide(shifted, _US_PER_DAY), _SHIFT_DAYS)
 
 
 def partitions_end(now: datetime) -> datetime:

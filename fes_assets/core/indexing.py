@@ -7,14 +7,15 @@ import time as _time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import clock, pause_points
 from .catalogue import Catalog, CatalogChanges, FileFacts, FileRow, outside_counts
-from .days import day_bounds, day_number, day_start, days_bounds, partitions_end
+from .clock import FUTURE_TOLERANCE
+from .days import day_bounds, day_number, day_numbers, day_start, days_bounds, partitions_end
 from .errors import BadObjectError, FesError, ObjectChangedError
 from .latest_candidates import NewestRows, path_ranks
 from .object_store import ObjectStore, is_store_error
@@ -38,8 +39,6 @@ CACHE_BYTES = 128 * 2**20
 # Called after each day a run commits, with (entity key, day, rows): a command line's progress
 # bar listens here when it runs materializations in its own process.
 PROGRESS_HOOKS: list[Callable[[str, date, int], None]] = []
-FUTURE_TOLERANCE = timedelta(minutes=5)
-_US_PER_DAY = 86_400_000_000
 
 
 @dataclass
@@ -202,7 +201,7 @@ class EntityIndexer:
 
     def catch_up_latest(self) -> dict[str, int]:
         ensure_schema(self.db, self.registry)
-        return catch_up_latest(self.db, self.names)
+        return catch_up_latest(self.db, self.names, clock.now())
 
     # --- one day ----------------------------------------------------------------------------
 
@@ -454,7 +453,7 @@ class EntityIndexer:
         table = table.filter(inside)
         if not table.num_rows:
             return
-        day_no = pc.divide(table.column("event_timestamp").cast(pa.int64()), _US_PER_DAY)
+        day_no = day_numbers(table.column("event_timestamp"))
         for d in pc.unique(day_no).to_pylist():
             cached.setdefault(d, []).append(table.filter(pc.equal(day_no, d)))
 

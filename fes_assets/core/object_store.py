@@ -82,8 +82,11 @@ class _RangedObject(io.RawIOBase):
     """A seekable, read-only view of one object through boto3 ranged GETs, for keys that
     pyarrow's filesystem cannot address."""
 
-    def __init__(self, client, bucket: str, key: str, size: int | None) -> None:
+    def __init__(
+        self, client, bucket: str, key: str, size: int | None, etag: str | None = None
+    ) -> None:
         self.client, self.bucket, self.key, self.pos = client, bucket, key, 0
+        self.etag = etag  # every read must find this version, or ObjectChangedError
         if size is None:
             size = client.head_object(Bucket=bucket, Key=key)["ContentLength"]
         self.size = size
@@ -107,9 +110,18 @@ class _RangedObject(io.RawIOBase):
         if want <= 0:
             return 0
         end = self.pos + want - 1
-        body = self.client.get_object(
-            Bucket=self.bucket, Key=self.key, Range=f"bytes={self.pos}-{end}"
-        )["Body"].read()
+        kwargs = {"IfMatch": f'"{self.etag}"'} if self.etag else {}
+        try:
+            body = self.client.get_object(
+                Bucket=self.bucket, Key=self.key, Range=f"bytes={self.pos}-{end}", **kwargs
+            )["Body"].read()
+        except self.client.exceptions.ClientError as e:
+            code = e.response.get("Error", {}).get("Code")
+            if code in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+                raise ObjectChangedError(
+                    f"s3://{self.bucket}/{self.key} changed while it was being read"
+                ) from e
+            raise
         buffer[: len(body)] = body
         self.pos += len(body)
         return len(body)
@@ -204,10 +216,14 @@ class ObjectStore:
             raise
         return ObjectInfo(bucket, key, h["ETag"].strip('"'), h["ContentLength"], h["LastModified"])
 
-    def open_parquet(self, bucket: str, key: str, size: int | None = None) -> pq.ParquetFile:
-        """A parquet reader doing ranged GETs: footer first, then only the chunks asked for."""
-        if _pyarrow_cannot_address(key):
-            handle = pa.PythonFile(_RangedObject(self.client, bucket, key, size), mode="r")
+    def open_parquet(
+        self, bucket: str, key: str, size: int | None = None, etag: str | None = None
+    ) -> pq.ParquetFile:
+        """A parquet reader doing ranged GETs: footer first, then only the chunks asked for.
+        With `etag`, every GET is conditional on it (ObjectChangedError otherwise), so what
+        is read is exactly that version: for footers, where a few small GETs cost little."""
+        if etag is not None or _pyarrow_cannot_address(key):
+            handle = pa.PythonFile(_RangedObject(self.client, bucket, key, size, etag), mode="r")
         else:
             handle = self.filesystem.open_input_file(f"{bucket}/{key}")
         # INT96 timestamps as microseconds: nanoseconds would overflow outside 1677..2262.

@@ -49,6 +49,17 @@ class FeatureTable:
                 return source
         return name
 
+    def spec(self) -> dict[str, Any]:
+        """Everything about the table that decides which rows the index holds for it."""
+        return {
+            "bucket": self.bucket,
+            "prefix": self.prefix,
+            "entities": dict(sorted(self.entities.items())),
+            "timestamp_column": self.timestamp_column,
+            "created_timestamp_column": self.created_timestamp_column,
+            "field_mapping": dict(sorted(self.field_mapping.items())),
+        }
+
     def matches(self, bucket: str, key: str) -> bool:
         return bucket == self.bucket and key.startswith(self.prefix) and key.endswith(".parquet")
 

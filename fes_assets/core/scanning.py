@@ -4,18 +4,19 @@ with what is new: a steady listing after the last key seen per prefix, a full re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import unquote_plus
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from .catalogue import Catalog, CatalogChanges, describe
+from .catalogue import Catalog, CatalogChanges
 from .days import day_start, partitions_end
 from .errors import FesError
 from .object_store import ObjectInfo, ObjectStore
@@ -31,7 +32,9 @@ class ScanCursor:
     reconcile: dict | None = None  # {"prefix": i, "after": key | None} while a pass runs
     last_reconcile: float = 0.0  # epoch seconds when the last pass started
     today: str | None = None  # the UTC day of the last tick
-    events: list | None = None  # [event_time, sequencer] of the last event read
+    events: list | None = None  # [event_time, sequencer] of the newest event read
+    events_seen: list = field(default_factory=list)  # [time, sequencer] read in the window
+    tables: dict[str, str] = field(default_factory=dict)  # feature table -> digest of spec
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
@@ -52,6 +55,7 @@ class ScanSettings:
     time_budget: float = 40.0  # seconds of a tick; Dagster stops a tick at 60
     events_table: str | None = None  # MinIO's `schema.table` (format access) = event mode
     events_url: str | None = None
+    events_lookback: float = 600.0  # seconds of events read again for late commits
 
 
 @dataclass
@@ -87,6 +91,7 @@ class BucketScanner:
         self._end = partitions_end(now)
         self._deadline = time.monotonic() + self.settings.time_budget
         self._left = self.settings.max_objects
+        self._progress = 0
         today = now.date().isoformat()
         if cursor.today is not None and cursor.today != today:
             result.new_day = True
@@ -94,6 +99,7 @@ class BucketScanner:
             # the partition end it was applied through); only the counts are settled here.
             self.catalog.settle_future_rows(self._all_tables(), self._end)
         cursor.today = today
+        self._relist_changed_tables(cursor)
         try:
             if self.settings.events_table:
                 self._read_events(cursor, result)
@@ -108,6 +114,24 @@ class BucketScanner:
 
     # --- helpers ----------------------------------------------------------------------------
 
+    def _relist_changed_tables(self, cursor: ScanCursor) -> None:
+        """A table added to the registry or changed in it is listed from the start of its
+        prefix: another table may share the prefix, so the steady cursor is already past
+        its objects (the schema has made a changed table's files due for describing)."""
+        digests = {
+            name: hashlib.sha1(json.dumps(ft.spec(), sort_keys=True).encode()).hexdigest()[:16]
+            for name, ft in self.registry.feature_tables.items()
+        }
+        changed = [
+            ft
+            for name, ft in self.registry.feature_tables.items()
+            if cursor.tables and cursor.tables.get(name) != digests[name]
+        ]
+        for bucket, prefix in self.registry.prefixes():
+            if any(ft.bucket == bucket and ft.prefix.startswith(prefix) for ft in changed):
+                cursor.after.pop(f"{bucket}/{prefix}", None)
+        cursor.tables = digests
+
     def _all_tables(self) -> list[str]:
         return list(self.registry.feature_tables)
 
@@ -119,8 +143,12 @@ class BucketScanner:
         ]
 
     def _spend(self) -> None:
-        if self._left <= 0 or time.monotonic() > self._deadline:
+        if self._left <= 0 or self._out_of_time():
             raise _Budget
+
+    def _out_of_time(self) -> bool:
+        # Past the deadline, but never before the tick did something: every tick progresses.
+        return self._progress > 0 and time.monotonic() > self._deadline
 
     def _catalogue(
         self,
@@ -144,13 +172,14 @@ class BucketScanner:
                 if row and row.etag == obj.etag and row.status != "deleted":
                     continue
                 self._spend()
-                self.catalog.record(
-                    obj, ft, describe(self.store, obj, ft, self._begin, self._end), result.changes
+                self.catalog.record_current(
+                    self.store, obj, ft, (self._begin, self._end), result.changes
                 )
                 self._left -= 1
                 result.catalogued += 1
             if done is not None:
                 done(obj)
+            self._progress += 1
 
     # --- steady listing ---------------------------------------------------------------------
 
@@ -171,8 +200,8 @@ class BucketScanner:
                     cursor.after[ident] = obj.key
 
                 self._catalogue(page, result, advance)
-                if self._left <= 0:
-                    raise _Budget
+                if self._left <= 0 or self._out_of_time():
+                    raise _Budget  # the cursor keeps the place: the next tick goes on
 
     # --- reconcile pass ---------------------------------------------------------------------
 
@@ -194,7 +223,8 @@ class BucketScanner:
                 self._mark_gone(bucket, prefix, tables, state["after"], last, page, result)
                 if last is not None:
                     state["after"] = last
-                if time.monotonic() > self._deadline:
+                self._progress += 1
+                if self._out_of_time():
                     raise _Budget
             # The listing ended: whatever the catalogue holds beyond it is gone too.
             self._mark_gone(bucket, prefix, tables, state["after"], None, [], result)
@@ -235,19 +265,40 @@ class BucketScanner:
             events_schema=sql.Identifier(schema),
             events_table=sql.Identifier(table),
         )
-        position = cursor.events or [None, ""]
+        lookback = timedelta(seconds=self.settings.events_lookback)
+        newest = datetime.fromisoformat(cursor.events[0]) if cursor.events else None
+        since = newest - lookback if newest is not None else None
+        seen = [(datetime.fromisoformat(t), s) for t, s in cursor.events_seen]
         url = self.settings.events_url or self.db.url
         with psycopg.connect(conninfo(url), row_factory=dict_row, connect_timeout=10) as conn:
             rows = list(
                 conn.execute(
-                    query, {"t": position[0], "s": position[1], "n": self.settings.max_objects}
+                    query,
+                    {
+                        "since": since,
+                        "seen_times": [t for t, _ in seen],
+                        "seen_seqs": [s for _, s in seen],
+                        "n": self.settings.max_objects,
+                    },
                 )
             )
-        for row in rows:
-            for record in row["event_data"].get("Records", []):
-                self._apply_event(record, result)
-            result.events += 1
-            cursor.events = [row["event_time"].isoformat(), row["seq"]]
+        try:
+            for row in rows:
+                if self._out_of_time():
+                    raise _Budget
+                for record in row["event_data"].get("Records", []):
+                    self._apply_event(record, result)
+                # Acknowledged only now that what it reported is catalogued.
+                result.events += 1
+                self._progress += 1
+                seen.append((row["event_time"], row["seq"]))
+                if newest is None or row["event_time"] > newest:
+                    newest = row["event_time"]
+                    cursor.events = [newest.isoformat(), row["seq"]]
+        finally:
+            if newest is not None:
+                horizon = newest - lookback
+                cursor.events_seen = [[t.isoformat(), s] for t, s in seen if t > horizon]
 
     def _apply_event(self, record: dict, result: ScanResult) -> None:
         s3 = record.get("s3", {})

@@ -116,7 +116,7 @@ def build_entity_assets(registry: Registry, key: str) -> list[dg.AssetsDefinitio
         db = index_db.db()
         ensure_schema(db, registry)
         names = db.names(registry, key)
-        stats = catch_up_latest(db, names)
+        stats = catch_up_latest(db, names, clock.now())
         context.log.info(
             f"{names.latest_view}: {stats['latest_rows_written']} latest row(s) written, "
             f"{stats['recomputed_ids']} id(s) recomputed from history"

@@ -7,7 +7,8 @@ from datetime import datetime
 import dagster as dg
 
 from ..core.catalogue import FileRow
-from ..core.indexing import FUTURE_TOLERANCE, RunReport
+from ..core.clock import FUTURE_TOLERANCE
+from ..core.indexing import RunReport
 
 TIMESTAMPS_VALID = "timestamps_valid"
 SOURCE_FILES_VALID = "source_files_valid"

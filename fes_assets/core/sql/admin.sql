@@ -42,3 +42,14 @@ WHERE file_id IN (
 UPDATE {schema}.files SET status = 'pending', validated = false
 WHERE feature_table IN (SELECT name FROM {schema}.feature_tables WHERE entity_key = %(entity_key)s)
   AND status = 'indexed';
+
+-- name: entity_keys_without_tables
+-- Entity keys the index stores that no current feature table uses (every table left the
+-- registry or moved to another key): their storage stays until `fes reset-entity`.
+SELECT k AS entity_key
+FROM {schema}.meta m, jsonb_object_keys(m.value) AS k
+WHERE m.key = 'entity_keys'
+  AND NOT EXISTS (
+      SELECT 1 FROM {schema}.feature_tables t WHERE t.entity_key = k AND t.removed_at IS NULL
+  )
+ORDER BY 1;

@@ -105,8 +105,11 @@ SET LOCAL work_mem = '256MB';
 SELECT max(seq) AS m FROM {schema}.{changes};
 
 -- name: latest_collect
+-- Candidates dated in the future (past now + tolerance: what timestamps_valid fails on) wait
+-- in the change log until they are not; markers are always taken.
 CREATE TEMP TABLE fes_changes ON COMMIT DROP AS
-SELECT * FROM {schema}.{changes} WHERE seq <= %(max_seq)s;
+SELECT * FROM {schema}.{changes}
+WHERE seq <= %(max_seq)s AND (event_timestamp IS NULL OR event_timestamp <= %(not_after)s);
 
 -- name: latest_marked
 CREATE TEMP TABLE fes_marked ON COMMIT DROP AS
@@ -175,7 +178,8 @@ WHERE excluded.event_timestamp > l.event_timestamp
                   > (SELECT 's3://' || bucket || '/' || key FROM {schema}.files WHERE id = l.file_id))));
 
 -- name: latest_forget
-DELETE FROM {schema}.{changes} WHERE seq <= %(max_seq)s;
+DELETE FROM {schema}.{changes}
+WHERE seq <= %(max_seq)s AND (event_timestamp IS NULL OR event_timestamp <= %(not_after)s);
 
 -- name: prune_rows
 DELETE FROM {schema}.{rows} WHERE feature_table_id = %(feature_table_id)s;

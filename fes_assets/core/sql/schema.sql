@@ -16,6 +16,9 @@ CREATE TABLE IF NOT EXISTS {schema}.feature_tables (
     entity_key text NOT NULL,
     removed_at timestamptz
 );
+-- What the registry said of the table when the index last took it in: a change (columns,
+-- entity key, prefix) makes its files catalogued afresh.
+ALTER TABLE {schema}.feature_tables ADD COLUMN IF NOT EXISTS spec jsonb;
 
 -- name: create_files
 CREATE TABLE IF NOT EXISTS {schema}.files (
@@ -114,8 +117,39 @@ ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 DELETE FROM {schema}.meta WHERE key = %(key)s;
 
 -- name: register_feature_table
-INSERT INTO {schema}.feature_tables (name, entity_key) VALUES (%(name)s, %(entity_key)s)
-ON CONFLICT (name) DO UPDATE SET removed_at = NULL, entity_key = excluded.entity_key;
+INSERT INTO {schema}.feature_tables (name, entity_key, spec)
+VALUES (%(name)s, %(entity_key)s, %(spec)s)
+ON CONFLICT (name) DO UPDATE
+SET removed_at = NULL, entity_key = excluded.entity_key, spec = excluded.spec;
+
+-- name: feature_table_specs
+SELECT id, name, entity_key, spec FROM {schema}.feature_tables;
+
+-- name: recatalogue_table
+-- A table whose definition changed: its files are described afresh when next listed (a NULL
+-- ETag differs from every listing's), which makes each a new generation for the runs.
+UPDATE {schema}.files SET etag = NULL
+WHERE id IN (
+    SELECT id FROM {schema}.files WHERE feature_table = %(name)s AND status <> 'deleted'
+    ORDER BY id FOR UPDATE
+);
+
+-- name: retire_outside_prefix
+-- A table whose bucket or prefix changed: its files outside the new prefix left it.
+UPDATE {schema}.files
+SET status = 'deleted', error = NULL, generation = generation + 1, attempt = 0,
+    validated = false, catalogued_at = now()
+WHERE id IN (
+    SELECT id FROM {schema}.files
+    WHERE feature_table = %(name)s AND status <> 'deleted'
+      AND NOT (bucket = %(bucket)s AND starts_with(key, %(prefix)s))
+    ORDER BY id FOR UPDATE
+);
+
+-- name: forget_table_ranges
+-- A table that moved to another entity key: none of its rows is indexed any more.
+UPDATE {schema}.files SET indexed_min_timestamp = NULL, indexed_max_timestamp = NULL
+WHERE feature_table = %(name)s;
 
 -- name: retire_feature_tables
 -- Feature tables that left the registry: kept (with their rows) until `fes prune`.

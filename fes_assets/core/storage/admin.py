@@ -27,6 +27,11 @@ def removed_tables(db: IndexDb) -> dict[str, str]:
     return {r["name"]: r["entity_key"] for r in db.execute("admin", "removed_feature_tables")}
 
 
+def entity_keys_without_tables(db: IndexDb) -> list[str]:
+    """Entity keys whose storage no current feature table uses."""
+    return [r["entity_key"] for r in db.execute("admin", "entity_keys_without_tables")]
+
+
 def prune_feature_table(db: IndexDb, registry: Registry, name: str, entity_key: str) -> int:
     """Remove a feature table that left the registry: its rows, latest rows and files.
     Returns the number of entity rows removed."""

@@ -3,17 +3,21 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import psycopg
 from psycopg import sql
 
+from ..clock import FUTURE_TOLERANCE
 from ..sql_templates import template
 from .database import IndexDb
 from .names import EntityNames
 
 
-def catch_up_latest(db: IndexDb, names: EntityNames) -> dict[str, int]:
+def catch_up_latest(db: IndexDb, names: EntityNames, now: datetime) -> dict[str, int]:
     """Bring latest up to date with the change log, under the entity key's exclusive latest
-    lock (day writes hold it shared)."""
+    lock (day writes hold it shared). Candidates dated after `now` (plus the tolerance the
+    checks allow) stay in the log for a later catch-up."""
     parts = names.parts()
     with db.connect() as conn, conn.transaction():
         db.hold_schema(conn)
@@ -22,7 +26,7 @@ def catch_up_latest(db: IndexDb, names: EntityNames) -> dict[str, int]:
         max_seq = conn.execute(template("entity", "latest_max_seq", **parts)).fetchone()["m"]
         if max_seq is None:
             return {"recomputed_ids": 0, "latest_rows_written": 0}
-        p = {"max_seq": max_seq}
+        p = {"max_seq": max_seq, "not_after": now + FUTURE_TOLERANCE}
         conn.execute(template("entity", "latest_collect", **parts), p)
         conn.execute(template("entity", "latest_marked", **parts))
         marked = conn.execute(template("entity", "latest_count_marked")).fetchone()["n"]

@@ -36,7 +36,7 @@ def layout_fingerprint(registry: Registry) -> str:
         "version": SCHEMA_VERSION,
         "storage": STORAGE_REVISION,
         "entities": {k: registry.entity_types(k) for k in registry.by_entity_key()},
-        "tables": sorted(registry.feature_tables),
+        "tables": {name: ft.spec() for name, ft in sorted(registry.feature_tables.items())},
     }
     return hashlib.sha1(json.dumps(layout, sort_keys=True).encode()).hexdigest()
 
@@ -88,7 +88,8 @@ def ensure_schema(db: IndexDb, registry: Registry) -> dict[str, int]:
             conn.execute(db.statement("schema", "create_schema"))
         for name in _SHARED_TABLES:
             conn.execute(db.statement("schema", name))
-        _check_meta(db, conn, registry)
+        stored_types = _check_meta(db, conn, registry)
+        _take_in_table_changes(db, conn, registry, stored_types)
         for key in registry.by_entity_key():
             names = db.names(registry, key)
             parts = names.parts()
@@ -110,7 +111,11 @@ def ensure_schema(db: IndexDb, registry: Registry) -> dict[str, int]:
         return ids
 
 
-def _check_meta(db: IndexDb, conn: psycopg.Connection, registry: Registry) -> None:
+def _check_meta(
+    db: IndexDb, conn: psycopg.Connection, registry: Registry
+) -> dict[str, dict[str, str]]:
+    """Refuse a newer index or a retyped entity key; returns the entity keys' types as the
+    index stores them (before this registry's new keys are added)."""
     meta = _meta(db, conn)
     version = meta.get("schema_version")
     if version is not None and version > SCHEMA_VERSION:
@@ -119,6 +124,7 @@ def _check_meta(db: IndexDb, conn: psycopg.Connection, registry: Registry) -> No
             f"release supports ({SCHEMA_VERSION}); upgrade fes_assets"
         )
     stored: dict[str, dict[str, str]] = meta.get("entity_keys", {})
+    before = dict(stored)
     for key, fts in registry.by_entity_key().items():
         want = dict(sorted(fts[0].entities.items()))
         have = stored.get(key)
@@ -131,13 +137,42 @@ def _check_meta(db: IndexDb, conn: psycopg.Connection, registry: Registry) -> No
         stored[key] = want
     _write_meta(db, conn, "schema_version", SCHEMA_VERSION)
     _write_meta(db, conn, "entity_keys", stored)
+    return before
+
+
+def _take_in_table_changes(
+    db: IndexDb,
+    conn: psycopg.Connection,
+    registry: Registry,
+    stored_types: dict[str, dict[str, str]],
+) -> None:
+    """Feature tables whose definition changed since the index took them in: their files are
+    catalogued afresh (new generations, so the runs move their rows), files outside a new
+    prefix leave the table, and a table that moved to another entity key leaves nothing under
+    the old one. Runs under the exclusive schema lock, so no day is being written."""
+    for row in conn.execute(db.statement("schema", "feature_table_specs")).fetchall():
+        ft = registry.feature_tables.get(row["name"])
+        if ft is None or row["spec"] is None or row["spec"] == ft.spec():
+            continue  # removed (kept until pruned), taken in before specs were kept, or same
+        params = {"name": ft.name, "bucket": ft.bucket, "prefix": ft.prefix}
+        if row["entity_key"] != ft.entity_key and row["entity_key"] in stored_types:
+            old = EntityNames.of(db.schema, row["entity_key"], stored_types[row["entity_key"]])
+            parts = old.parts()
+            purge = {"feature_table_id": row["id"], "name": ft.name}
+            for statement in ("prune_rows", "prune_changes"):
+                conn.execute(template("entity", statement, **parts), purge)
+            conn.execute(template("admin", "prune_latest", **parts), purge)
+            conn.execute(db.statement("admin", "prune_file_days"), purge)
+            conn.execute(db.statement("schema", "forget_table_ranges"), params)
+        conn.execute(db.statement("schema", "retire_outside_prefix"), params)
+        conn.execute(db.statement("schema", "recatalogue_table"), params)
 
 
 def _register_tables(db: IndexDb, conn: psycopg.Connection, registry: Registry) -> dict[str, int]:
     for ft in registry.feature_tables.values():
         conn.execute(
             db.statement("schema", "register_feature_table"),
-            {"name": ft.name, "entity_key": ft.entity_key},
+            {"name": ft.name, "entity_key": ft.entity_key, "spec": json.dumps(ft.spec())},
         )
     conn.execute(
         db.statement("schema", "retire_feature_tables"), {"names": list(registry.feature_tables)}
