@@ -9,9 +9,11 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from fes_assets.core import clock, pause_points
+from fes_assets.core.errors import IndexSchemaError
 from fes_assets.core.indexing import EntityIndexer
 from fes_assets_tests import truth
 from fes_assets_tests.conftest import ACCESS_KEY, SECRET_KEY, T0, Lab, drivers, drivers_registry
@@ -260,3 +262,73 @@ def test_rows_dated_in_the_future_reach_latest_only_when_their_time_comes(lab, m
     lab.settle(sensor)
     assert lab.ids("latest_driver_id", "driver_id") == [(2,), (5,), (6,)]
     assert_index_equals_bucket(lab)
+
+
+def test_a_run_of_the_old_registry_writes_nothing_once_a_table_moved_key(lab):
+    composite = {"driver_id": "INT64", "trip_id": "INT64"}
+    lab.use_registry(drivers_registry())
+    table = drivers([1, 2, 3], [T0, T0 + DAY, T0 + 2 * DAY]).append_column(
+        "trip_id", pa.array([7, 8, 9], pa.int64())
+    )
+    lab.put("d/a.parquet", table)
+    sensor = lab.sensor()
+    (request,) = lab.tick(sensor).run_requests
+    old = indexer(lab)  # the run of the registry as it was
+    pause = Pause("day_ready", lambda c: c["day"] == date(2021, 4, 2))
+    with pause_points.installed(pause.handler):
+        pause.start(lambda: old.run(days_of(request), changes_of(request)))
+        moved = drivers_registry()
+        moved["driver_hourly_stats"]["entities"] = composite
+        lab.use_registry(moved)  # the code location reloads; the sensor takes it in
+        lab.settle(lab.sensor())
+        with pytest.raises(IndexSchemaError, match="registry changed"):
+            pause.finish()
+    lab.settle(lab.sensor())
+    assert lab.ids("entity_driver_id", "driver_id") == []
+    assert lab.ids("entity_driver_id__trip_id", "driver_id", "trip_id") == [
+        (1, 7),
+        (2, 8),
+        (3, 9),
+    ]
+
+
+def test_a_catch_up_between_two_days_of_a_run_does_not_lose_an_ids_latest_row(lab):
+    lab.use_registry(drivers_registry())
+    lab.put("d/f.parquet", drivers([1], [T0 + DAY]))  # id 1's newest row, on day 2
+    lab.put("d/g.parquet", drivers([1], [T0]))  # an older row of id 1, on day 1
+    sensor = lab.sensor()
+    (request,) = lab.tick(sensor).run_requests
+    steps = {"overwrite": threading.Event(), "between": threading.Event()}
+    go_on = {"overwrite": threading.Event(), "between": threading.Event()}
+    runner: list[threading.Thread] = []
+
+    def handler(name: str, context: dict[str, Any]) -> None:
+        if threading.current_thread() is not runner[0]:
+            return
+        step = {
+            ("day_ready", date(2021, 4, 2)): "overwrite",
+            ("day_committed", date(2021, 4, 2)): "between",
+        }.get((name, context.get("day")))
+        if step:
+            steps[step].set()
+            assert go_on[step].wait(120)
+
+    with pause_points.installed(handler):
+        runner.append(
+            threading.Thread(target=lambda: indexer(lab).run(days_of(request), changes_of(request)))
+        )
+        runner[0].start()
+        assert steps["overwrite"].wait(120)
+        lab.put("d/f.parquet", drivers([2], [T0 + DAY]))  # f no longer has id 1
+        lab.execute(lab.tick(sensor))  # the paused run's version of f is superseded
+        go_on["overwrite"].set()
+        assert steps["between"].wait(120)
+        indexer(lab).catch_up_latest()  # another run's latest step, between the two days
+        go_on["between"].set()
+        runner[0].join(120)
+    lab.settle(sensor)
+    assert_index_equals_bucket(lab)
+    assert lab.ids("latest_driver_id", "driver_id", "path") == [
+        (1, f"s3://{lab.bucket}/d/g.parquet"),
+        (2, f"s3://{lab.bucket}/d/f.parquet"),
+    ]

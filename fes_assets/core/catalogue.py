@@ -88,8 +88,14 @@ class FileRow:
     @property
     def is_applied(self) -> bool:
         """The index holds the current generation in every day that was open when it was
-        applied, and no other generation's rows anywhere."""
-        return self.applied_generation == self.generation and not self.stale_records
+        applied, and no other generation's rows anywhere (a failed or deleted one, no rows)."""
+        return self.applied_generation == self.generation and self.holds_only_its_rows
+
+    @property
+    def holds_only_its_rows(self) -> bool:
+        """No day records rows of another generation, nor any row of a version that is not
+        live (a file that failed mid-run keeps the rows of the days written before)."""
+        return not self.stale_records and (self.is_live or self.recorded_first is None)
 
     def has_rows_in(self, start: datetime, end: datetime) -> bool:
         """Whether the current version's rows may fall in [start, end)."""
@@ -197,7 +203,9 @@ def describe_current(
     attempts: int = 3,
 ) -> tuple[ObjectInfo, FileFacts] | None:
     """The object's current version and its facts, read from exactly that version: when it
-    changed since it was listed, the version found now (None: it was deleted)."""
+    changed since it was listed, the version found now. None when it was deleted, or keeps
+    changing faster than it can be read: the reconcile pass tries it again, and nothing else
+    waits for it."""
     for _ in range(attempts):
         try:
             return obj, describe(store, obj, ft, begin, end)
@@ -206,7 +214,7 @@ def describe_current(
             if found is None:
                 return None
             obj = found
-    raise ObjectChangedError(f"{obj.path} keeps changing while it is read; trying later")
+    return None
 
 
 @dataclass
@@ -216,6 +224,7 @@ class CatalogChanges:
     deleted: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)  # path -> reason
+    in_flux: list[str] = field(default_factory=list)  # paths deleted or rewritten while read
 
     @property
     def total(self) -> int:
@@ -225,8 +234,10 @@ class CatalogChanges:
 class Catalog:
     """Reads and writes of `files` and `jobs`; every statement is in `sql/catalogue.sql`."""
 
-    def __init__(self, db: IndexDb) -> None:
+    def __init__(self, db: IndexDb, partitions_start: date = date.min) -> None:
         self.db = db
+        # Records of days before the partitions (the start moved later) do not count.
+        self.partitions_start = partitions_start
         self._fragments = {
             name: db.statement("catalogue", name) for name in ("recorded", "locked_ids")
         }
@@ -242,7 +253,10 @@ class Catalog:
         self, conn: psycopg.Connection, name: str, params: dict[str, Any] | None = None
     ) -> list[FileRow]:
         with conn.cursor(row_factory=class_row(FileRow)) as cur:
-            return cur.execute(self._statement(name), params).fetchall()
+            return cur.execute(self._statement(name), self._bound(params)).fetchall()
+
+    def _bound(self, params: dict[str, Any] | None) -> dict[str, Any]:
+        return {"partitions_begin": self.partitions_start, **(params or {})}
 
     def _run(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         with self.db.connect() as conn:
@@ -252,7 +266,7 @@ class Catalog:
     def _run_in(
         self, conn: psycopg.Connection, name: str, params: dict[str, Any] | None = None
     ) -> psycopg.Cursor:
-        return conn.execute(self._statement(name), params)
+        return conn.execute(self._statement(name), self._bound(params))
 
     # --- cataloguing objects --------------------------------------------------------------
 
@@ -268,7 +282,9 @@ class Catalog:
         """Describe the object as it is now and record that version (a version deleted
         meanwhile is left to the pass that sees it gone)."""
         described = describe_current(store, obj, ft, *partitions)
-        if described is not None:
+        if described is None:
+            changes.in_flux.append(obj.path)
+        else:
             current, facts = described
             self.record(current, ft, facts, changes, run_id)
 
@@ -416,18 +432,23 @@ class Catalog:
             },
         )
 
-    def mark_indexed(self, ids: list[int]) -> None:
-        """Pending files whose rows a committed day now holds."""
-        self._run("mark_indexed", {"ids": sorted(ids)})
+    def mark_indexed(self, files: dict[int, int]) -> None:
+        """Pending files (id -> generation) whose rows a committed day now holds."""
+        ids = sorted(files)
+        self._run("mark_indexed", {"ids": ids, "generations": [files[i] for i in ids]})
 
     # --- within a day's transaction -----------------------------------------------------------
+
+    def lock_files(self, conn: psycopg.Connection, ids: list[int]) -> dict[int, FileRow]:
+        """Under a day's lock: the current generation and status of the files `ids`, locked
+        (shared) until the day commits, so that none changes meanwhile."""
+        return {r.id: r for r in self._rows_in(conn, "lock_files", {"ids": ids})}
 
     def day_state(
         self, conn: psycopg.Connection, day: date, ids: list[int], tables: list[str]
     ) -> dict[int, FileRow]:
         """Under the day's lock: the current generation and status of the files `ids`, and of
-        the files of `tables` whose rows the day holds or whose live rows overlap it, each
-        locked until the day commits."""
+        the files of `tables` whose rows the day holds or whose live rows overlap it."""
         start, end = days_bounds(day, day)
         rows = self._rows_in(
             conn,
@@ -485,7 +506,7 @@ class Catalog:
             in_run = days is None or (days[0] >= run_days[0] and days[1] <= run_days[1])
             # Rows of another generation still recorded somewhere (a run racing this one
             # wrote them after its days): not applied, so the planner asks for them again.
-            whole = in_run and not r.stale_records
+            whole = in_run and r.holds_only_its_rows
             current = r.current_range
             if whole:
                 lo, hi = current

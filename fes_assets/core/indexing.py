@@ -30,6 +30,7 @@ from .storage.day_writes import (
     replace_day,
     rows_per_file,
     without_files,
+    write_markers,
 )
 from .storage.latest import catch_up_latest
 from .storage.names import EntityNames
@@ -95,6 +96,10 @@ class _Prepared:
     touched: list[FileRow]  # change lists: files whose rows in the day are replaced
 
 
+def _unchanged(row: FileRow, generation: int) -> bool:
+    return row.generation == generation and row.is_live
+
+
 class _Unreadable(FesError):
     """This file cannot be read in this run; the reason is already recorded."""
 
@@ -116,7 +121,7 @@ class EntityIndexer:
         self.store, self.db, self.registry, self.key = store, db, registry, key
         self.tables: list[FeatureTable] = registry.by_entity_key()[key]
         self.names: EntityNames = db.names(registry, key)
-        self.catalog = Catalog(db)
+        self.catalog = Catalog(db, registry.partitions_start)
         self.run_id = run_id
         self.log = log
         self.cache_bytes = cache_bytes
@@ -161,6 +166,7 @@ class EntityIndexer:
         # the only one handed to latest (see `NewestRows`).
         order = self._order = days[::-1]
         self._newest = NewestRows(self.names.join_keys)
+        self._markers: list[pa.Table] = []
         try:
             # One day is read and sorted ahead while the previous one is written.
             with ThreadPoolExecutor(1, thread_name_prefix="fes-read") as reader:
@@ -183,6 +189,8 @@ class EntityIndexer:
             self._end_jobs(False, f"run failed: {e}", report)
             raise
         pause_points.pause("run_days_done", key=self.key)
+        if self._markers:
+            write_markers(self.db, self.names, pa.concat_tables(self._markers))
         self._end_jobs(True, "indexed", report)
         for file_id in report.skipped_ids:
             seen.pop(file_id, None)
@@ -241,20 +249,22 @@ class EntityIndexer:
         day = prepared.day
         pause_points.pause("day_ready", key=self.key, day=day)
         ensure_partition(self.db, self.names, day)
-        with day_transaction(self.db, self.names, day) as conn:
+        with day_transaction(self.db, self.names, day, self.registry) as conn:
             pause_points.pause("day_locked", key=self.key, day=day)
             if listed is None:
                 written, day_rows = self._rebuild_day(conn, prepared)
             else:
                 written, day_rows = self._apply_changes(conn, prepared)
             counts = rows_per_file(day_rows)
+            if day_rows.markers is not None:
+                self._markers.append(day_rows.markers)
             self.catalog.record_day_files(
                 conn, day, {i: (prepared.read[i], n) for i, n in counts.items()}
             )
             pause_points.pause("day_written", key=self.key, day=day)
         pause_points.pause("day_committed", key=self.key, day=day)
         if written:
-            self.catalog.mark_indexed(written)
+            self.catalog.mark_indexed({i: prepared.read[i] for i in written})
         return day_rows.rows
 
     def _rebuild_day(self, conn, prepared: _Prepared) -> tuple[list[int], DayRows]:
@@ -264,11 +274,16 @@ class EntityIndexer:
         the day's files before another run finished cannot remove that run's rows."""
         tables = [t.name for t in self.tables]
         state = self.catalog.day_state(conn, prepared.day, list(prepared.read), tables)
-        written = [
+        current = [
             i
             for i, generation in prepared.read.items()
             if i in state and state[i].generation == generation and state[i].is_live
         ]
+        # Only what the day writes is locked: a file left alone may change meanwhile (its
+        # own run sees to it), and the sensor's cataloguing need not wait on the others.
+        locked = self.catalog.lock_files(conn, current)
+        state.update(locked)
+        written = [i for i in current if i in locked and _unchanged(locked[i], prepared.read[i])]
         kept = sorted(i for i, r in state.items() if r.is_live and i not in written)
         day_rows = without_files(prepared.day_rows, set(prepared.read) - set(written))
         replace_day(
@@ -287,7 +302,7 @@ class EntityIndexer:
         the generation this run read; a file that changed since is left to the run of its new
         generation, which the planner requests."""
         listed = {f.id: f.generation for f in prepared.touched}
-        state = self.catalog.day_state(conn, prepared.day, list(listed), [])
+        state = self.catalog.lock_files(conn, list(listed))
         current = [i for i, g in listed.items() if i in state and state[i].generation == g]
         written = [i for i in current if i in prepared.read and state[i].is_live]
         day_rows = without_files(prepared.day_rows, set(prepared.read) - set(written))

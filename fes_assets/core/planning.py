@@ -48,7 +48,7 @@ class Plan:
 class Planner:
     def __init__(self, db: IndexDb, registry: Registry, batch_size: int = 200) -> None:
         self.db, self.registry, self.batch_size = db, registry, batch_size
-        self.catalog = Catalog(db)
+        self.catalog = Catalog(db, registry.partitions_start)
 
     def plan(self, now: datetime, run_state: RunState, limit: int = 20_000) -> Plan:
         plan = Plan()

@@ -25,6 +25,10 @@ from .sql_templates import template
 from .storage.database import IndexDb, conninfo
 from .storage.schema import ensure_schema
 
+# Events of the look-back window remembered in the cursor; beyond this (a burst), the oldest
+# are read again, which is harmless (each event only says where to look).
+MAX_SEEN_EVENTS = 5000
+
 
 @dataclass
 class ScanCursor:
@@ -79,7 +83,7 @@ class BucketScanner:
         self, store: ObjectStore, db: IndexDb, registry: Registry, settings: ScanSettings
     ) -> None:
         self.store, self.db, self.registry, self.settings = store, db, registry, settings
-        self.catalog = Catalog(db)
+        self.catalog = Catalog(db, registry.partitions_start)
 
     def scan(self, cursor: ScanCursor, now: datetime) -> ScanResult:
         """One tick. Raises on infrastructure errors, leaving the caller's cursor untouched;
@@ -130,6 +134,9 @@ class BucketScanner:
         for bucket, prefix in self.registry.prefixes():
             if any(ft.bucket == bucket and ft.prefix.startswith(prefix) for ft in changed):
                 cursor.after.pop(f"{bucket}/{prefix}", None)
+        if changed:
+            # Event mode never lists: a reconcile pass (due at once) describes their files.
+            cursor.last_reconcile = 0.0
         cursor.tables = digests
 
     def _all_tables(self) -> list[str]:
@@ -298,7 +305,8 @@ class BucketScanner:
         finally:
             if newest is not None:
                 horizon = newest - lookback
-                cursor.events_seen = [[t.isoformat(), s] for t, s in seen if t > horizon]
+                recent = sorted((t, s) for t, s in seen if t > horizon)[-MAX_SEEN_EVENTS:]
+                cursor.events_seen = [[t.isoformat(), s] for t, s in recent]
 
     def _apply_event(self, record: dict, result: ScanResult) -> None:
         s3 = record.get("s3", {})

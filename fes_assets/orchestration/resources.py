@@ -38,8 +38,8 @@ class IndexDatabaseResource(dg.ConfigurableResource):
     url: str
     schema_name: str = DEFAULT_SCHEMA
 
-    def db(self) -> IndexDb:
-        return IndexDb(self.url, self.schema_name)
+    def db(self, lock_timeout: float | None = None) -> IndexDb:
+        return IndexDb(self.url, self.schema_name, lock_timeout=lock_timeout)
 
 
 def object_store_from_env() -> ObjectStoreResource:

@@ -16,6 +16,7 @@ from .resources import IndexDatabaseResource, ObjectStoreResource
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 RUN_KEY_TAG = "dagster/run_key"
+TICK_LOCK_TIMEOUT = 10.0
 
 
 def scan_settings(sensor: SensorSettings) -> ScanSettings:
@@ -86,7 +87,9 @@ def build_bucket_sensor(
         object_store: ObjectStoreResource,
         index_db: IndexDatabaseResource,
     ) -> dg.SensorResult:
-        db = index_db.db()
+        # A tick waits at most this long for a lock (a day's transaction holds the rows of the
+        # files it writes): it fails and the next tick retries, within Dagster's 60 s.
+        db = index_db.db(lock_timeout=TICK_LOCK_TIMEOUT)
         store = object_store.store()
         now = clock.now()
         scan = BucketScanner(store, db, registry, settings).scan(
@@ -100,6 +103,7 @@ def build_bucket_sensor(
             + (f"; {scan.events} event(s)" if settings.events_table else "")
             + f"; reconcile {scan.reconcile}"
             + ("; more waits in the cursor" if scan.backlog else "")
+            + (f"; {len(ch.in_flux)} in flux, left to reconcile" if ch.in_flux else "")
             + (f"; {plan.waiting} file(s) wait on runs" if plan.waiting else "")
             + (f", {plan.retried} requested again" if plan.retried else "")
             + f"; {store.requests.get('ListObjectsV2', 0)} list request(s)"

@@ -40,8 +40,13 @@ WHERE file_id IN (
 -- name: requeue_entity_files
 -- After a reset, the entity key's indexed files are indexed afresh by the next runs.
 UPDATE {schema}.files SET status = 'pending', validated = false
-WHERE feature_table IN (SELECT name FROM {schema}.feature_tables WHERE entity_key = %(entity_key)s)
-  AND status = 'indexed';
+WHERE id IN (
+    SELECT id FROM {schema}.files
+    WHERE feature_table IN (
+        SELECT name FROM {schema}.feature_tables WHERE entity_key = %(entity_key)s
+    ) AND status = 'indexed'
+    ORDER BY id FOR UPDATE
+);
 
 -- name: entity_keys_without_tables
 -- Entity keys the index stores that no current feature table uses (every table left the

@@ -1,12 +1,14 @@
 -- The catalogue (files) and the attempts log (jobs).
 
 -- name: recorded
--- A fragment: the days `file_days` says hold rows of the file `f`, and whether any of them
--- holds another generation's rows. Joined LATERAL so each file is one index lookup.
+-- A fragment: the days in the partitions (from the date bound as `partitions_begin`) that
+-- `file_days` says hold rows of the file `f`, and whether any of them holds another
+-- generation's rows. Joined LATERAL so each file is one index lookup.
 LEFT JOIN LATERAL (
     SELECT min(d.day) AS recorded_first, max(d.day) AS recorded_last,
            coalesce(bool_or(d.generation <> f.generation), false) AS stale_records
-    FROM {schema}.file_days d WHERE d.file_id = f.id
+    FROM {schema}.file_days d
+    WHERE d.file_id = f.id AND d.day >= %(partitions_begin)s
 ) rec ON true
 
 -- name: files_of_tables
@@ -71,8 +73,10 @@ SET validated = true, row_count = %(row_count)s,
 WHERE id = %(id)s AND generation = %(generation)s;
 
 -- name: mark_indexed
-UPDATE {schema}.files SET status = 'indexed', error = NULL, indexed_at = now()
-WHERE id IN ({locked_ids}) AND status = 'pending';
+UPDATE {schema}.files AS f SET status = 'indexed', error = NULL, indexed_at = now()
+FROM unnest(%(ids)s::bigint[], %(generations)s::int[]) AS u(id, generation)
+WHERE f.id = u.id AND f.generation = u.generation AND f.id IN ({locked_ids})
+  AND f.status = 'pending';
 
 -- name: failed_files
 SELECT bucket, key, feature_table, error, generation
@@ -103,8 +107,7 @@ ORDER BY f.id;
 
 -- name: day_state
 -- Under a day's lock: the files a run read for the day, the files whose rows the day holds
--- and the live files whose rows overlap it, locked FOR SHARE so that none of them changes
--- generation before the day commits.
+-- and the live files whose rows overlap it.
 SELECT f.id, f.generation, f.status
 FROM {schema}.files f
 WHERE f.id = ANY(%(ids)s)
@@ -112,9 +115,16 @@ WHERE f.id = ANY(%(ids)s)
        AND (f.id IN (SELECT d.file_id FROM {schema}.file_days d WHERE d.day = %(day)s)
             OR (f.status IN ('pending', 'indexed')
                 AND f.min_event_timestamp < %(day_end)s
-                AND f.max_event_timestamp >= %(day_start)s)))
-ORDER BY f.id
-FOR SHARE OF f;
+                AND f.max_event_timestamp >= %(day_start)s)));
+
+-- name: lock_files
+-- Under a day's lock: the files the day writes, locked FOR SHARE (in id order, as every
+-- statement that locks several files does) so that none changes generation before the day
+-- commits.
+SELECT id, generation, status FROM {schema}.files
+WHERE id = ANY(%(ids)s)
+ORDER BY id
+FOR SHARE;
 
 -- name: forget_day_files
 -- Within a day's transaction: files whose rows in the day were just removed.
@@ -173,25 +183,32 @@ WHERE f.id = u.id AND f.generation = u.generation AND f.id IN ({locked_ids});
 
 -- name: unapplied
 -- Files whose current generation the index does not hold yet, and applied files with rows in
--- days that opened since they were applied (each found through its own partial index).
+-- days that opened since they were applied (each found through its own partial index); the
+-- limit applies before each file's records are looked up.
 SELECT f.id, f.bucket, f.key, f.feature_table, f.generation, f.attempt, f.status,
        f.min_event_timestamp, f.max_event_timestamp,
        f.indexed_min_timestamp, f.indexed_max_timestamp,
        f.applied_generation, f.applied_through,
        rec.recorded_first, rec.recorded_last, rec.stale_records,
        f.requested_generation, f.requested_attempt, f.requested_run_key, f.requested_at
-FROM {schema}.files f
-{recorded}
+FROM (
+SELECT * FROM {schema}.files f
 WHERE f.id IN (
+    -- A file waiting to be described afresh (a registry change forgot its ETag) waits for
+    -- that: its timestamps may be those of the old definition.
     SELECT id FROM {schema}.files
     WHERE feature_table = ANY(%(tables)s) AND applied_generation < generation
+      AND (etag IS NOT NULL OR status <> 'pending')
     UNION
     SELECT id FROM {schema}.files
     WHERE feature_table = ANY(%(tables)s) AND status IN ('pending', 'indexed')
       AND max_event_timestamp >= applied_through AND applied_through < %(partitions_end)s
 )
 ORDER BY f.min_event_timestamp NULLS FIRST, f.id
-LIMIT %(limit)s;
+LIMIT %(limit)s
+) f
+{recorded}
+ORDER BY f.min_event_timestamp NULLS FIRST, f.id;
 
 -- name: mark_requested
 UPDATE {schema}.files AS f
@@ -206,7 +223,11 @@ UPDATE {schema}.files SET attempt = attempt + 1 WHERE id IN ({locked_ids});
 -- name: forget_failed_etags
 -- `fes retry`: failed files are catalogued afresh, as if their objects had changed.
 UPDATE {schema}.files SET etag = NULL
-WHERE status = 'failed' AND (cardinality(%(keys)s::text[]) = 0 OR key = ANY(%(keys)s))
+WHERE id IN (
+    SELECT id FROM {schema}.files
+    WHERE status = 'failed' AND (cardinality(%(keys)s::text[]) = 0 OR key = ANY(%(keys)s))
+    ORDER BY id FOR UPDATE
+)
 RETURNING bucket, key, feature_table;
 
 -- name: known_objects
@@ -238,7 +259,10 @@ UPDATE {schema}.files AS f SET applied_generation = f.generation,
     indexed_at = CASE WHEN f.status = 'pending' THEN now() ELSE f.indexed_at END
 FROM unnest(%(ids)s::bigint[], %(generations)s::int[]) AS u(id, generation)
 WHERE f.id = u.id AND f.generation = u.generation AND f.id IN ({locked_ids})
-  AND NOT EXISTS (SELECT 1 FROM {schema}.file_days d WHERE d.file_id = f.id);
+  AND NOT EXISTS (
+      SELECT 1 FROM {schema}.file_days d
+      WHERE d.file_id = f.id AND d.day >= %(partitions_begin)s
+  );
 
 -- name: status_by_table
 SELECT feature_table,

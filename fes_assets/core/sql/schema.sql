@@ -149,7 +149,9 @@ WHERE id IN (
 -- name: forget_table_ranges
 -- A table that moved to another entity key: none of its rows is indexed any more.
 UPDATE {schema}.files SET indexed_min_timestamp = NULL, indexed_max_timestamp = NULL
-WHERE feature_table = %(name)s;
+WHERE id IN (
+    SELECT id FROM {schema}.files WHERE feature_table = %(name)s ORDER BY id FOR UPDATE
+);
 
 -- name: retire_feature_tables
 -- Feature tables that left the registry: kept (with their rows) until `fes prune`.

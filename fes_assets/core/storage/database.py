@@ -43,11 +43,17 @@ def conninfo(url: str) -> str:
 class IndexDb:
     """One index schema in one database. Connections are short-lived and per operation."""
 
-    def __init__(self, url: str, schema: str = DEFAULT_SCHEMA) -> None:
+    def __init__(
+        self, url: str, schema: str = DEFAULT_SCHEMA, *, lock_timeout: float | None = None
+    ) -> None:
         if not NAME_RE.match(schema):
             raise IndexSchemaError(f"schema name {schema!r} must match {NAME_RE.pattern}")
         self.url = url
         self.schema = schema
+        # Seconds a statement may wait for a lock before it fails (None: no limit). The sensor
+        # sets it, so that a tick fails and is retried rather than outlasting its deadline
+        # behind a long day's transaction.
+        self.lock_timeout = lock_timeout
         self._conninfo = conninfo(url)
         self._idle: list[psycopg.Connection] = []
         self._pool_lock = threading.Lock()
@@ -64,6 +70,12 @@ class IndexDb:
             conn = self._idle.pop() if self._idle else None
         if conn is None or conn.closed or conn.broken:
             conn = psycopg.connect(self._conninfo, row_factory=dict_row, connect_timeout=10)
+            if self.lock_timeout is not None:
+                conn.execute(
+                    template("locks", "set_lock_timeout"),
+                    {"timeout": f"{int(self.lock_timeout * 1000)}ms"},
+                )
+                conn.commit()
         try:
             yield conn
         except BaseException:

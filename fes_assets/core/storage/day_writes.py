@@ -16,9 +16,11 @@ from psycopg import sql
 from .. import copy_encoding
 from ..days import day_bounds
 from ..latest_candidates import NewestRows, sort_for_latest
+from ..registry import Registry
 from ..sql_templates import template
 from .database import IndexDb
 from .names import EntityNames
+from .schema import ensure_layout
 
 COPY_COLUMNS = ("feature_table_id", "event_timestamp", "created_timestamp", "file_id")
 
@@ -31,6 +33,7 @@ class DayRows:
     rows: int
     ordered: pa.Table | None
     candidates: pa.Table | None
+    markers: pa.Table | None = None  # ids whose candidates went with superseded versions
 
 
 def ensure_partition(db: IndexDb, names: EntityNames, day: date) -> None:
@@ -51,11 +54,15 @@ def ensure_partition(db: IndexDb, names: EntityNames, day: date) -> None:
 
 
 @contextmanager
-def day_transaction(db: IndexDb, names: EntityNames, day: date) -> Iterator[psycopg.Connection]:
+def day_transaction(
+    db: IndexDb, names: EntityNames, day: date, registry: Registry
+) -> Iterator[psycopg.Connection]:
     """A transaction holding the day's lock (ascending order: one day at a time) and a shared
-    hold on the entity key's latest gate."""
+    hold on the schema and on the entity key's latest gate, for a run of `registry` (which
+    must still be the index's)."""
     with db.connect() as conn, conn.transaction():
         db.hold_schema(conn)
+        ensure_layout(db, conn, registry)
         db.lock(conn, f"latest:{names.key}", shared=True)
         db.lock_day(conn, names.key, day)
         yield conn
@@ -90,7 +97,19 @@ def without_files(day_rows: DayRows, file_ids: set[int]) -> DayRows:
             i = markers.schema.get_field_index(column)
             markers = markers.set_column(i, column, pa.nulls(len(markers), markers[column].type))
         candidates = pa.concat_tables([candidates.filter(pc.invert(lost)), markers])
+        return DayRows(ordered.num_rows, ordered, candidates, markers)
     return DayRows(ordered.num_rows, ordered, candidates)
+
+
+def write_markers(db: IndexDb, names: EntityNames, markers: pa.Table) -> None:
+    """Markers again, once every day of the run has committed: a catch-up that ran between
+    two of its days recomputed those ids without the rows of the days still to come."""
+    with db.connect() as conn, conn.transaction():
+        db.hold_schema(conn)
+        db.lock(conn, f"latest:{names.key}", shared=True)
+        with conn.cursor().copy(template("entity", "copy_changes", **names.parts())) as copy:
+            for piece in copy_encoding.iter_encode(markers):
+                copy.write(piece)
 
 
 def rows_per_file(day_rows: DayRows) -> dict[int, int]:

@@ -180,6 +180,18 @@ def _register_tables(db: IndexDb, conn: psycopg.Connection, registry: Registry) 
     return _table_ids(db, conn)
 
 
+def ensure_layout(db: IndexDb, conn: psycopg.Connection, registry: Registry) -> None:
+    """Within a transaction that holds the schema shared: refuse to write when the index has
+    taken in another registry since this run began (a table may have moved to another entity
+    key or changed its columns); the run fails and the sensor requests what it must again."""
+    row = conn.execute(db.statement("schema", "read_meta_value"), {"key": "layout"}).fetchone()
+    if row is None or row["value"] != layout_fingerprint(registry):
+        raise IndexSchemaError(
+            "the registry changed while this run was under way; its remaining days are left "
+            "to the runs the sensor requests for the new registry"
+        )
+
+
 def stored_entity_keys(db: IndexDb, conn: psycopg.Connection) -> dict[str, dict[str, str]]:
     """Entity key -> join key -> value type, as the index was built."""
     row = conn.execute(db.statement("schema", "read_meta_value"), {"key": "entity_keys"}).fetchone()
