@@ -128,7 +128,7 @@ def test_demo_indexes_the_sample_data_and_stops_cleanly(tmp_path):
     finally:
         stop_demo(demo)
     assert demo.returncode == 0
-    wait_for(lambda: not leftovers(folder), 30, "every demo process to end")
+    wait_for(lambda: not leftovers(folder), 60, "every demo process to end")
 
     # A second start finds its data and starts cleanly.
     demo = start_demo(folder, port, tmp_path / "demo2.log")
