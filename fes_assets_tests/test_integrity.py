@@ -332,3 +332,24 @@ def test_a_catch_up_between_two_days_of_a_run_does_not_lose_an_ids_latest_row(la
         (1, f"s3://{lab.bucket}/d/g.parquet"),
         (2, f"s3://{lab.bucket}/d/f.parquet"),
     ]
+
+
+def test_an_object_overwritten_between_listing_and_reading_is_catalogued_as_read(lab):
+    lab.use_registry(drivers_registry())
+    sensor = lab.sensor(reconcile_interval=3600)
+    lab.tick(sensor)  # the first reconcile pass: the next ones are an hour away
+    lab.put("d/a.parquet", drivers([1]))
+    overwritten = threading.Event()
+
+    def handler(name: str, context: dict[str, Any]) -> None:
+        if name == "object_listed" and not overwritten.is_set():
+            overwritten.set()
+            lab.put("d/a.parquet", drivers([2, 3]))
+
+    with pause_points.installed(handler):
+        first = lab.tick(sensor)
+    head = lab.s3.head_object(Bucket=lab.bucket, Key="d/a.parquet")
+    assert lab.sql("SELECT etag, row_count FROM files") == [(head["ETag"].strip('"'), 2)]
+    lab.execute(first)
+    lab.settle(sensor)
+    assert_index_equals_bucket(lab)

@@ -16,6 +16,7 @@ Handler = Callable[[str, dict[str, Any]], None]
 
 # Where the write path pauses, in the order a run meets them.
 POINTS: dict[str, str] = {
+    "object_listed": "a tick listed an object; its footer is not read yet",
     "day_ready": "a day's rows are read and sorted; its transaction has not begun",
     "day_locked": "a day's transaction holds its locks; nothing of the day is written yet",
     "day_written": "a day's rows and its file records are written, before its commit",

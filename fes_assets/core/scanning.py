@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from . import pause_points
 from .catalogue import Catalog, CatalogChanges
 from .days import day_start, partitions_end
 from .errors import FesError
@@ -179,6 +180,7 @@ class BucketScanner:
                 if row and row.etag == obj.etag and row.status != "deleted":
                     continue
                 self._spend()
+                pause_points.pause("object_listed", key=obj.key)
                 self.catalog.record_current(
                     self.store, obj, ft, (self._begin, self._end), result.changes
                 )
