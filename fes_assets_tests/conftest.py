@@ -226,23 +226,24 @@ class Lab:
     def execute(self, result: dg.SensorResult) -> list[dg.ExecuteInProcessResult]:
         """Run every requested run in process on the test instance, tagged as the daemon
         tags sensor runs."""
-        done = []
-        for request in result.run_requests or []:
-            assert self.registry is not None
-            assets = [a for k in self.registry.by_entity_key() for a in self.assets(k)]
-            done.append(
-                dg.materialize(
-                    assets,
-                    selection=request.asset_selection,
-                    run_config=request.run_config,
-                    tags={**request.tags, RUN_KEY_TAG: request.run_key},
-                    partition_key=request.partition_key,
-                    resources=self.resources(),
-                    instance=self.instance,
-                    raise_on_error=False,
-                )
-            )
-        return done
+        return [self.run_request(request) for request in result.run_requests or []]
+
+    def run_request(
+        self, request: dg.RunRequest, resources: dict[str, Any] | None = None
+    ) -> dg.ExecuteInProcessResult:
+        """One requested run, as the daemon would launch it (optionally on other resources)."""
+        assert self.registry is not None
+        assets = [a for k in self.registry.by_entity_key() for a in self.assets(k)]
+        return dg.materialize(
+            assets,
+            selection=request.asset_selection,
+            run_config=request.run_config,
+            tags={**request.tags, RUN_KEY_TAG: request.run_key},
+            partition_key=request.partition_key,
+            resources=resources or self.resources(),
+            instance=self.instance,
+            raise_on_error=False,
+        )
 
     def settle(self, sensor: dg.SensorDefinition, max_ticks: int = 20) -> int:
         """Tick and run until a tick requests nothing; returns the number of runs."""

@@ -20,7 +20,6 @@ from sqlalchemy.engine import make_url
 from fes_assets.core import clock
 from fes_assets.core.indexing import EntityIndexer
 from fes_assets.orchestration.resources import IndexDatabaseResource
-from fes_assets.orchestration.sensors import RUN_KEY_TAG
 from fes_assets_tests import truth
 from fes_assets_tests.conftest import ACCESS_KEY, SECRET_KEY, Lab
 from fes_assets_tests.core_child import Servers, run_killed
@@ -168,25 +167,11 @@ class IndexMachine(RuleBasedStateMachine):
             kill_at=(point, nth),
         )
         self.killed += code == -9
-        self.record_failed_run(request)
-        lab.execute(type("Result", (), {"run_requests": others})())
-
-    def record_failed_run(self, request) -> None:
-        """The daemon would see the killed run fail: a run with its key that fails at once."""
-        lab = self.lab
+        # The daemon would see the killed run fail: a run with its key that fails at once.
         down = make_url(lab.pg_url).set(port=1).render_as_string(hide_password=False)
-        assets = [a for k in lab.registry.by_entity_key() for a in lab.assets(k)]
-        resources = {**lab.resources(), "index_db": IndexDatabaseResource(url=down)}
-        dg.materialize(
-            assets,
-            selection=request.asset_selection,
-            run_config=request.run_config,
-            tags={**request.tags, RUN_KEY_TAG: request.run_key},
-            partition_key=request.partition_key,
-            resources=resources,
-            instance=lab.instance,
-            raise_on_error=False,
-        )
+        lab.run_request(request, {**lab.resources(), "index_db": IndexDatabaseResource(url=down)})
+        for other in others:
+            lab.run_request(other)
 
     # --- the invariant -------------------------------------------------------------------------
 
