@@ -117,10 +117,10 @@ def materialize(
 
     assets = build_entity_assets(registry, "driver_id")
     resources = {
-        "object_store": ObjectStoreResource(
+        "fes_object_store": ObjectStoreResource(
             endpoint_url=servers.s3_server.endpoint_url, access_key_id=KEY, secret_access_key=KEY
         ),
-        "index_db": IndexDatabaseResource(url=db.url, schema_name=db.schema),
+        "fes_index_db": IndexDatabaseResource(url=db.url, schema_name=db.schema),
     }
     tags = (
         {

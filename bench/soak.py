@@ -46,12 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         del objects
         assets = build_entity_assets(registry, "driver_id")
         resources = {
-            "object_store": ObjectStoreResource(
+            "fes_object_store": ObjectStoreResource(
                 endpoint_url=servers.s3_server.endpoint_url,
                 access_key_id=measures.KEY,
                 secret_access_key=measures.KEY,
             ),
-            "index_db": IndexDatabaseResource(url=db.url, schema_name=db.schema),
+            "fes_index_db": IndexDatabaseResource(url=db.url, schema_name=db.schema),
         }
         sensor = build_bucket_sensor(
             registry, assets, interval=1, settings=ScanSettings(reconcile_interval=3600)

@@ -1,12 +1,12 @@
 """fes_assets: a PostgreSQL index of the entity ids in Feast's offline parquet data on
 S3/MinIO, kept up to date by Dagster.
 
-The public API, importable without Dagster::
+The public API; the query side imports no Dagster::
 
     from fes_assets import entity_df
 
-Names resolve on first use, so `import fes_assets` stays light and imports neither Dagster
-nor the storage code until asked.
+Names resolve on first use, so `import fes_assets` stays light: the Dagster layer
+(`EntityIndexComponent`, `build_definitions`) is imported only when one of them is asked for.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 # Public name -> module that defines it.
 _EXPORTS: dict[str, str] = {
+    "EntityIndexComponent": "fes_assets.orchestration.component",
+    "build_definitions": "fes_assets.orchestration.factory",
     "entity_df": "fes_assets.core.queries",
     "EntityQuery": "fes_assets.core.queries",
     "IndexDb": "fes_assets.core.storage.database",
@@ -35,6 +37,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "BadObjectError",
+    "EntityIndexComponent",
     "CommandError",
     "EntityQuery",
     "FeatureTable",
@@ -46,6 +49,7 @@ __all__ = [
     "Registry",
     "RegistryError",
     "SettingsError",
+    "build_definitions",
     "entity_df",
     "load_registry",
     "parse_registry",
@@ -65,6 +69,8 @@ if TYPE_CHECKING:
     from .core.queries import EntityQuery, entity_df
     from .core.registry import FeatureTable, Registry, load_registry, parse_registry
     from .core.storage.database import IndexDb
+    from .orchestration.component import EntityIndexComponent
+    from .orchestration.factory import build_definitions
 
 
 def __getattr__(name: str) -> Any:

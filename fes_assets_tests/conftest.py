@@ -157,10 +157,10 @@ class Lab:
 
     def resources(self) -> dict[str, Any]:
         return {
-            "object_store": ObjectStoreResource(
+            "fes_object_store": ObjectStoreResource(
                 endpoint_url=self.endpoint, access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY
             ),
-            "index_db": IndexDatabaseResource(url=self.pg_url, schema_name=self.schema),
+            "fes_index_db": IndexDatabaseResource(url=self.pg_url, schema_name=self.schema),
         }
 
     def assets(self, key: str) -> list[dg.AssetsDefinition]:

@@ -22,6 +22,13 @@ def _partitions(assets: dg.AssetsDefinition) -> dict[str, Any] | None:
     }
 
 
+def _target_keys(defs: dg.Definitions, target: Any) -> list[dg.AssetKey]:
+    # Definitions merged from a defs folder hold the target as an anonymous asset job.
+    if target.assets_defs:
+        return [k for definition in target.assets_defs for k in definition.keys]
+    return list(defs.resolve_job_def(target.job_name).asset_layer.selected_asset_keys)
+
+
 def describe_graph(defs: dg.Definitions) -> dict[str, Any]:
     graph = defs.resolve_asset_graph()
     assets: dict[str, Any] = {}
@@ -54,10 +61,7 @@ def describe_graph(defs: dg.Definitions) -> dict[str, Any]:
     sensors = {}
     for sensor in defs.sensors or []:
         targets = sorted(
-            k.to_user_string()
-            for target in sensor.targets
-            for definition in target.assets_defs
-            for k in definition.keys
+            k.to_user_string() for target in sensor.targets for k in _target_keys(defs, target)
         )
         sensors[sensor.name] = {
             "description": sensor.description,

@@ -169,7 +169,9 @@ class IndexMachine(RuleBasedStateMachine):
         self.killed += code == -9
         # The daemon would see the killed run fail: a run with its key that fails at once.
         down = make_url(lab.pg_url).set(port=1).render_as_string(hide_password=False)
-        lab.run_request(request, {**lab.resources(), "index_db": IndexDatabaseResource(url=down)})
+        lab.run_request(
+            request, {**lab.resources(), "fes_index_db": IndexDatabaseResource(url=down)}
+        )
         for other in others:
             lab.run_request(other)
 

@@ -57,12 +57,12 @@ def test_credentials_never_reach_the_event_log_or_run_config(lab, monkeypatch):
     url = as_role(lab.pg_url, f"r_{lab.schema}", pg_password)
     monkeypatch.setenv("FES_TEST_PG", url)
     resources = {
-        "object_store": ObjectStoreResource(
+        "fes_object_store": ObjectStoreResource(
             endpoint_url=lab.endpoint,
             access_key_id=dg.EnvVar("FES_TEST_ACCESS"),
             secret_access_key=dg.EnvVar("FES_TEST_SECRET"),
         ),
-        "index_db": IndexDatabaseResource(url=dg.EnvVar("FES_TEST_PG"), schema_name=lab.schema),
+        "fes_index_db": IndexDatabaseResource(url=dg.EnvVar("FES_TEST_PG"), schema_name=lab.schema),
     }
     assets = build_entity_assets(lab.registry, "driver_id")
     ok = dg.materialize(

@@ -69,14 +69,19 @@ def build_entity_assets(registry: Registry, key: str) -> list[dg.AssetsDefinitio
     def entity_asset(
         context: dg.AssetExecutionContext,
         config: EntityRunConfig,
-        object_store: ObjectStoreResource,
-        index_db: IndexDatabaseResource,
+        fes_object_store: ObjectStoreResource,
+        fes_index_db: IndexDatabaseResource,
     ) -> dg.MaterializeResult:
-        db = index_db.db()
+        db = fes_index_db.db()
         days = keys_to_days(context.partition_keys)
         changes = [c.model_dump() for c in config.changes] if config.changes is not None else None
         indexer = EntityIndexer(
-            object_store.store(), db, registry, key, run_id=context.run.run_id, log=context.log.info
+            fes_object_store.store(),
+            db,
+            registry,
+            key,
+            run_id=context.run.run_id,
+            log=context.log.info,
         )
         report = indexer.run(days, changes)
         names = indexer.names
@@ -111,9 +116,9 @@ def build_entity_assets(registry: Registry, key: str) -> list[dg.AssetsDefinitio
         "newest rows indexed since its last run, recomputing only ids whose rows were removed.",
     )
     def latest_asset(
-        context: dg.AssetExecutionContext, index_db: IndexDatabaseResource
+        context: dg.AssetExecutionContext, fes_index_db: IndexDatabaseResource
     ) -> dg.MaterializeResult:
-        db = index_db.db()
+        db = fes_index_db.db()
         ensure_schema(db, registry)
         names = db.names(registry, key)
         stats = catch_up_latest(db, names, clock.now())

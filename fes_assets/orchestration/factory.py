@@ -1,16 +1,24 @@
-"""One factory for everything the code location defines: assets, checks, the sensor and the
-resources they use, built from a registry."""
+"""One factory for everything fes defines in Dagster — assets, checks, the sensor and the
+resources they use — shared by the code location, the Component and plain-Python users."""
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
+from pathlib import Path
 
 import dagster as dg
 
+from ..core import settings
 from ..core.registry import Registry, load_registry
 from ..core.settings import SensorSettings, sensor_settings
 from .assets import build_assets
-from .resources import index_database_from_env, object_store_from_env
+from .resources import (
+    INDEX_DB_KEY,
+    OBJECT_STORE_KEY,
+    index_database_from_env,
+    object_store_from_env,
+)
 from .sensors import build_bucket_sensor, scan_settings
 
 # BackfillPolicy and checks on partitioned assets are marked beta/preview in Dagster 1.13;
@@ -20,11 +28,28 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 
 def build_definitions(
-    registry: Registry | None = None, sensor: SensorSettings | None = None
+    registry: Registry | str | Path | None = None,
+    *,
+    schema: str | None = None,
+    sensor: SensorSettings | None = None,
+    database_url_env: str = settings.INDEX_URL_VARIABLE,
+    s3_env: Mapping[str, str] | None = None,
 ) -> dg.Definitions:
-    """Definitions for `registry` (default: the file `FES_CONFIG` names) with the sensor's
-    `FES_*` settings unless `sensor` gives others."""
-    registry = registry or load_registry()
+    """fes's Dagster definitions.
+
+    - `registry`: a Registry or the path of a `fes.yaml` (default: the file `FES_CONFIG`
+      names);
+    - `schema`: the index's SQL schema (default `FES_SCHEMA`, else `entity_lookup`);
+    - `sensor`: bucket_sensor's settings (default: the `FES_*` sensor variables);
+    - `database_url_env`, `s3_env`: the names of the environment variables holding the
+      database URL and the object store's settings (fields `endpoint_url`, `region`,
+      `access_key_id`, `secret_access_key`, `session_token`), read at run time as EnvVar.
+
+    Resource keys are `fes_object_store` and `fes_index_db`; nothing project-wide (such as
+    an executor) is set, so the result merges into any project.
+    """
+    if not isinstance(registry, Registry):
+        registry = load_registry(registry)
     sensor = sensor or sensor_settings()
     assets = build_assets(registry)
     # Stopped unless asked otherwise (the demo sets FES_SENSOR_RUNNING=1): start it in the UI.
@@ -41,7 +66,7 @@ def build_definitions(
             )
         ],
         resources={
-            "object_store": object_store_from_env(),
-            "index_db": index_database_from_env(),
+            OBJECT_STORE_KEY: object_store_from_env(s3_env),
+            INDEX_DB_KEY: index_database_from_env(database_url_env, schema),
         },
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import dagster as dg
 
 from ..core import settings
@@ -42,19 +44,25 @@ class IndexDatabaseResource(dg.ConfigurableResource):
         return IndexDb(self.url, self.schema_name, lock_timeout=lock_timeout)
 
 
-def object_store_from_env() -> ObjectStoreResource:
-    """Each setting that is present in the environment, as an EnvVar so that its value is
-    resolved at run time and never stored in run config or metadata."""
+# Resource keys: prefixed so they cannot clash with a host project's own resources.
+OBJECT_STORE_KEY = "fes_object_store"
+INDEX_DB_KEY = "fes_index_db"
+
+
+def object_store_from_env(variables: Mapping[str, str] | None = None) -> ObjectStoreResource:
+    """Each setting (field -> variable name; default the FES_*/AWS_* names) whose variable is
+    present in the environment, as an EnvVar, so that its value is resolved at run time and
+    never stored in run config or metadata. Unset credentials mean the standard AWS chain."""
+    variables = {**settings.STORE_VARIABLES, **(variables or {})}
     return ObjectStoreResource(
-        **{
-            field: dg.EnvVar(var)
-            for field, var in settings.STORE_VARIABLES.items()
-            if settings.is_set(var)
-        }
+        **{field: dg.EnvVar(var) for field, var in variables.items() if settings.is_set(var)}
     )
 
 
-def index_database_from_env() -> IndexDatabaseResource:
+def index_database_from_env(
+    url_variable: str = settings.INDEX_URL_VARIABLE, schema: str | None = None
+) -> IndexDatabaseResource:
+    """The index database from the variable holding its URL (resolved at run time)."""
     return IndexDatabaseResource(
-        url=dg.EnvVar(settings.INDEX_URL_VARIABLE), schema_name=settings.index_schema()
+        url=dg.EnvVar(url_variable), schema_name=schema or settings.index_schema()
     )

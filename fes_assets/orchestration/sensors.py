@@ -84,13 +84,13 @@ def build_bucket_sensor(
     )
     def bucket_sensor(
         context: dg.SensorEvaluationContext,
-        object_store: ObjectStoreResource,
-        index_db: IndexDatabaseResource,
+        fes_object_store: ObjectStoreResource,
+        fes_index_db: IndexDatabaseResource,
     ) -> dg.SensorResult:
         # A tick waits at most this long for a lock (a day's transaction holds the rows of the
         # files it writes): it fails and the next tick retries, within Dagster's 60 s.
-        db = index_db.db(lock_timeout=TICK_LOCK_TIMEOUT)
-        store = object_store.store()
+        db = fes_index_db.db(lock_timeout=TICK_LOCK_TIMEOUT)
+        store = fes_object_store.store()
         now = clock.now()
         scan = BucketScanner(store, db, registry, settings).scan(
             ScanCursor.loads(context.cursor), now
