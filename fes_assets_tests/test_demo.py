@@ -3,6 +3,7 @@ Ctrl-C leaves nothing running; a second start is clean."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -10,10 +11,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import boto3
 import psutil
+import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from fes_assets.core.queries import entity_df
 from fes_assets.dev.embedded_servers import free_port
@@ -74,6 +79,22 @@ def leftovers(folder: Path) -> list[str]:
     return found
 
 
+def sample_rows(settings: dict[str, str], prefix: str) -> list[datetime]:
+    """The event timestamps of the demo's sample files under `prefix`, read from its bucket."""
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=settings["FES_S3_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id=settings["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=settings["AWS_SECRET_ACCESS_KEY"],
+    )
+    times = []
+    for obj in s3.list_objects_v2(Bucket="feast-offline", Prefix=prefix).get("Contents", []):
+        body = s3.get_object(Bucket="feast-offline", Key=obj["Key"])["Body"].read()
+        times += pq.read_table(io.BytesIO(body)).column("event_timestamp").to_pylist()
+    return times
+
+
 def demo_settings(folder: Path) -> dict[str, str]:
     text = (folder / "demo.env").read_text()
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
@@ -105,10 +126,15 @@ def test_demo_indexes_the_sample_data_and_stops_cleanly(tmp_path):
             t["key"] == "dagster/asset_partition_range_start" for r in runs for t in r["tags"]
         )
         settings = demo_settings(folder)
-        df = entity_df(
-            "driver_hourly_stats", "2021-04-01", "2021-04-15", url=settings["FES_PG_URL"]
-        )
-        assert len(df) == 50 * 24 * 14
+        registry = yaml.safe_load((folder / "fes.yaml").read_text())
+        assert settings["FES_CONFIG"] == str(folder / "fes.yaml")
+        first_day = date.fromisoformat(registry["partitions_start"])
+        assert first_day == datetime.now(UTC).date() - timedelta(days=13)  # the last 14 days
+        written = sample_rows(settings, "driver_hourly_stats/")
+        assert len(written) > 50 * 24 * 13  # hourly rows for 50 drivers, today's up to now
+        assert max(written) <= datetime.now(UTC)  # nothing dated after now
+        df = entity_df("driver_hourly_stats", first_day, url=settings["FES_PG_URL"])
+        assert len(df) == len(written)
         assert len(entity_df("driver_customer_trips", latest=True, url=settings["FES_PG_URL"])) > 0
         # The printed command works as printed, from another terminal.
         out = subprocess.run(

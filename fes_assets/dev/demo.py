@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import UTC, datetime
+from datetime import timedelta
 from pathlib import Path
 
 import boto3
@@ -18,7 +18,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from ..core import settings
+from ..core import clock, settings
 from ..core.sql_templates import template
 from ..core.storage.database import conninfo
 from .embedded_servers import EmbeddedPostgres, MotoS3Server, free_port
@@ -70,21 +70,22 @@ def _wait_for_ui(url: str, process: subprocess.Popen, timeout: float = 180) -> N
 
 
 class _Live:
-    """Puts, overwrites and deletes one file in turn so the sensor is seen at work."""
-
-    KEY = "driver_hourly_stats/date=2021-04-14/live.parquet"
+    """Every driver's current row now and then (put, overwritten, deleted in turn), so the
+    sensor is seen at work and latest keeps up."""
 
     def __init__(self, s3) -> None:
         self.s3, self.step, self.rng = s3, 0, np.random.default_rng()
 
     def tick(self) -> None:
+        now = clock.now()
+        key = f"driver_hourly_stats/date={now.date().isoformat()}/live.parquet"
         action = ("put", "overwrite", "delete")[self.step % 3]
         if action == "delete":
-            self.s3.delete_object(Bucket=BUCKET, Key=self.KEY)
+            self.s3.delete_object(Bucket=BUCKET, Key=key)
         else:
-            body = parquet_bytes(driver_hourly_stats(13, self.rng))
-            self.s3.put_object(Bucket=BUCKET, Key=self.KEY, Body=body)
-        _say(f"[live] {datetime.now(UTC):%H:%M:%S} {action} s3://{BUCKET}/{self.KEY}")
+            body = parquet_bytes(driver_hourly_stats([now], now, self.rng))
+            self.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+        _say(f"[live] {now:%H:%M:%S} {action} s3://{BUCKET}/{key}")
         self.step += 1
 
 
@@ -125,7 +126,7 @@ def run_demo(live: bool = False, port: int = 3000) -> int:
             "AWS_ACCESS_KEY_ID": DEMO_KEY,
             "AWS_SECRET_ACCESS_KEY": DEMO_KEY,
             "AWS_REGION": "us-east-1",
-            "FES_CONFIG": str(root / "fes.yaml"),
+            "FES_CONFIG": str(folder / "fes.yaml"),
             "DAGSTER_HOME": str(folder / "dagster_home"),
         }
         demo_env.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
@@ -137,10 +138,15 @@ def run_demo(live: bool = False, port: int = 3000) -> int:
             aws_secret_access_key=DEMO_KEY,
         )
         s3.create_bucket(Bucket=BUCKET)
-        objects = sample_objects()
-        for key, body in objects.items():
+        sample = sample_objects(clock.now())
+        (folder / "fes.yaml").write_text(sample.registry_yaml())
+        for key, body in sample.objects.items():
             s3.put_object(Bucket=BUCKET, Key=key, Body=body)
-        _say(f"wrote {len(objects)} sample parquet files to s3://{BUCKET}/")
+        _say(
+            f"wrote {len(sample.objects)} sample parquet files to s3://{BUCKET}/ "
+            f"({sample.first_day} to {sample.now:%Y-%m-%d %H:%M} UTC) and their registry "
+            f"{folder / 'fes.yaml'}"
+        )
         _write_dagster_home(folder / "dagster_home")
         ui = f"http://127.0.0.1:{port}"
         log = open(folder / "dagster.log", "ab")  # noqa: SIM115 - open while dagster runs
@@ -177,7 +183,8 @@ def run_demo(live: bool = False, port: int = 3000) -> int:
             f"\nThe Dagster UI is at {ui} — bucket_sensor is running and indexes the sample "
             "data within a minute or two.\n"
             "In another terminal, in this folder, try:\n\n"
-            f"  {fes} entities driver_hourly_stats --start 2021-04-01 --end 2021-04-02\n"
+            f"  {fes} entities driver_hourly_stats --start {sample.first_day} "
+            f"--end {sample.first_day + timedelta(days=1)}\n"
             f"  {fes} entities driver_hourly_stats --latest\n"
             f"  {fes} status\n\n"
             "Press Ctrl-C to stop everything."
