@@ -168,5 +168,4 @@ def test_demo_indexes_the_sample_data_and_stops_cleanly(tmp_path):
     finally:
         stop_demo(demo)
     assert demo.returncode == 0
-    time.sleep(2)
-    assert not leftovers(folder)
+    wait_for(lambda: not leftovers(folder), 60, "every process of the second start to end")
