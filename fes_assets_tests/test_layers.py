@@ -189,3 +189,26 @@ def test_sql_statements_live_in_the_sql_files():
         and node.value.lstrip().startswith(keywords)
     ]
     assert not inline
+
+
+def test_every_public_name_resolves_and_none_imports_feast():
+    code = (
+        "import sys\n"
+        "import fes_assets\n"
+        "names = dir(fes_assets)\n"
+        "assert 'EntityIndexComponent' in names and 'build_definitions' in names\n"
+        "for name in names:\n"
+        "    getattr(fes_assets, name)\n"
+        "print(any(m == 'feast' or m.startswith('feast.') for m in sys.modules))\n"
+    )
+    assert _fresh_python(code) == "False"
+
+
+def test_a_component_attribute_wins_over_its_variable(monkeypatch):
+    from fes_assets import EntityIndexComponent
+
+    monkeypatch.setenv("FES_SENSOR_INTERVAL_SECONDS", "45")
+    monkeypatch.setenv("FES_RECONCILE_INTERVAL_SECONDS", "90")
+    chosen = EntityIndexComponent(sensor_interval_seconds=5, sensor_running=True)
+    settings = chosen.sensor_settings()
+    assert (settings.interval, settings.running, settings.reconcile_interval) == (5, True, 90.0)
