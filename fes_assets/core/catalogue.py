@@ -155,6 +155,21 @@ class FileFacts:
         }
 
 
+# Above every key: U+10FFFF is the greatest code point, and UTF-8 keeps code-point order.
+_ABOVE_ALL = "\U0010ffff" * 4
+
+
+def prefix_end(prefix: str) -> str:
+    """The least string greater, in byte (code point) order, than every key under `prefix`."""
+    for i in range(len(prefix) - 1, -1, -1):
+        code = ord(prefix[i]) + 1
+        if code == 0xD800:
+            code = 0xE000  # surrogates are not characters
+        if code <= 0x10FFFF:
+            return prefix[:i] + chr(code)
+    return _ABOVE_ALL
+
+
 def outside_counts(ts: pa.ChunkedArray, begin: datetime, end: datetime) -> tuple[int, int]:
     """Rows before the first partition and after the last one."""
     before = pc.sum(pc.less(ts, pa.scalar(begin, TS_TYPE))).as_py() or 0
@@ -377,7 +392,15 @@ class Catalog:
         """Catalogued, undeleted objects under `prefix` with keys in (after, upto]."""
         return self._rows(
             "known_in_key_range",
-            {"bucket": bucket, "tables": tables, "prefix": prefix, "after": after, "upto": upto},
+            {
+                "bucket": bucket,
+                "tables": tables,
+                "prefix": prefix,
+                "after": after,
+                "upto": upto,
+                "lower": prefix,
+                "upper": prefix_end(prefix),
+            },
         )
 
     def known_object_rows(self, bucket: str, key: str) -> list[FileRow]:

@@ -236,12 +236,17 @@ FROM {schema}.files
 WHERE bucket = %(bucket)s AND key = ANY(%(keys)s) AND feature_table = ANY(%(tables)s);
 
 -- name: known_in_key_range
--- Catalogued objects in (after, upto] in S3's key order (bytewise, hence COLLATE "C").
+-- Catalogued objects under a prefix with keys in (after, upto] in S3's key order (bytewise,
+-- hence COLLATE "C"): the caller derives both bounds from the prefix too, so the range is an
+-- index range (files_by_key) whatever the database's collation.
 SELECT id, key, feature_table FROM {schema}.files
-WHERE bucket = %(bucket)s AND feature_table = ANY(%(tables)s) AND status <> 'deleted'
+WHERE bucket = %(bucket)s
+  AND (key COLLATE "C") >= %(lower)s::text COLLATE "C"
+  AND (key COLLATE "C") < %(upper)s::text COLLATE "C"
+  AND (%(after)s::text IS NULL OR (key COLLATE "C") > %(after)s::text COLLATE "C")
+  AND (%(upto)s::text IS NULL OR (key COLLATE "C") <= %(upto)s::text COLLATE "C")
   AND starts_with(key, %(prefix)s)
-  AND (%(after)s::text IS NULL OR key COLLATE "C" > %(after)s::text COLLATE "C")
-  AND (%(upto)s::text IS NULL OR key COLLATE "C" <= %(upto)s::text COLLATE "C");
+  AND feature_table = ANY(%(tables)s) AND status <> 'deleted';
 
 -- name: known_object_rows
 SELECT id, feature_table, status FROM {schema}.files

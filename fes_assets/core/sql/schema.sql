@@ -57,6 +57,8 @@ CREATE TABLE IF NOT EXISTS {schema}.files (
 );
 CREATE INDEX IF NOT EXISTS files_by_table_time
     ON {schema}.files (feature_table, min_event_timestamp, max_event_timestamp);
+-- Keys in S3's (bytewise) order, for the reconcile pass's key ranges in any collation.
+CREATE INDEX IF NOT EXISTS files_by_key ON {schema}.files (bucket, (key COLLATE "C"));
 CREATE INDEX IF NOT EXISTS files_unapplied
     ON {schema}.files (feature_table) WHERE applied_generation < generation;
 -- The partition end (a UTC midnight) through which the applied generation's rows are indexed:

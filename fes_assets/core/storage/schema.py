@@ -19,7 +19,7 @@ from .names import EntityNames
 SCHEMA_VERSION = 1
 # Bumped when storage DDL changes in a way the same schema version can read: a new revision
 # makes the next run apply the DDL (and its upgrades) once.
-STORAGE_REVISION = 3
+STORAGE_REVISION = 4
 _SHARED_TABLES = (
     "create_meta",
     "create_feature_tables",
