@@ -98,14 +98,24 @@ class SensorSettings:
     events_url: str | None = None
 
 
-def sensor_settings() -> SensorSettings:
+_SENSOR_VARIABLES = {
+    "interval": lambda: int(_number("FES_SENSOR_INTERVAL_SECONDS", "30", int)),
+    "running": lambda: env("FES_SENSOR_RUNNING") == "1",
+    "max_objects": lambda: int(_number("FES_SENSOR_MAX_OBJECTS_PER_TICK", "1000", int)),
+    "reconcile_interval": lambda: float(_number("FES_RECONCILE_INTERVAL_SECONDS", "600", float)),
+    "events_table": lambda: env("FES_MINIO_EVENTS_TABLE"),
+    "events_url": lambda: env("FES_MINIO_EVENTS_URL"),
+}
+
+
+def sensor_settings(**chosen: object) -> SensorSettings:
+    """The sensor's settings: those `chosen` (not None) as given, the others from their
+    `FES_*` variables (a variable is not even read when its setting is chosen)."""
     return SensorSettings(
-        interval=int(_number("FES_SENSOR_INTERVAL_SECONDS", "30", int)),
-        running=env("FES_SENSOR_RUNNING") == "1",
-        max_objects=int(_number("FES_SENSOR_MAX_OBJECTS_PER_TICK", "1000", int)),
-        reconcile_interval=float(_number("FES_RECONCILE_INTERVAL_SECONDS", "600", float)),
-        events_table=env("FES_MINIO_EVENTS_TABLE"),
-        events_url=env("FES_MINIO_EVENTS_URL"),
+        **{
+            name: chosen[name] if chosen.get(name) is not None else read()
+            for name, read in _SENSOR_VARIABLES.items()
+        }
     )
 
 

@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from ..core import clock, settings
+from ..core.settings import DEFAULT_SCHEMA
 from ..core.sql_templates import template
 from ..core.storage.database import conninfo
 from .embedded_servers import EmbeddedPostgres, MotoS3Server, free_port
@@ -42,10 +43,14 @@ def _port_of(folder: Path) -> int:
     return port
 
 
-def _ensure_database(url: str, name: str) -> None:
+def _fresh_state(url: str, dagster_database: str) -> None:
+    """An empty index and Dagster instance: the sample data is written anew (relative to now)
+    at every start, so what an earlier start indexed, days ago perhaps, must not linger."""
     with psycopg.connect(conninfo(url), autocommit=True) as conn:
-        if not conn.execute(template("server", "database_exists"), {"name": name}).fetchone():
-            conn.execute(template("server", "create_database", database=sql.Identifier(name)))
+        conn.execute(template("server", "drop_schema", schema=sql.Identifier(DEFAULT_SCHEMA)))
+        database = sql.Identifier(dagster_database)
+        conn.execute(template("server", "drop_database", database=database))
+        conn.execute(template("server", "create_database", database=database))
 
 
 def _write_dagster_home(home: Path) -> None:
@@ -75,11 +80,14 @@ class _Live:
 
     def __init__(self, s3) -> None:
         self.s3, self.step, self.rng = s3, 0, np.random.default_rng()
+        self.key = ""
 
     def tick(self) -> None:
         now = clock.now()
-        key = f"driver_hourly_stats/date={now.date().isoformat()}/live.parquet"
         action = ("put", "overwrite", "delete")[self.step % 3]
+        if action == "put":  # one key a cycle, even across midnight
+            self.key = f"driver_hourly_stats/date={now.date().isoformat()}/live.parquet"
+        key = self.key
         if action == "delete":
             self.s3.delete_object(Bucket=BUCKET, Key=key)
         else:
@@ -118,7 +126,7 @@ def run_demo(live: bool = False, port: int = 3000) -> int:
         _say(f"starting PostgreSQL (data in {folder / 'pg'}) and an S3 server ...")
         pg.start()
         s3_server.start()
-        _ensure_database(pg.url(), "dagster")
+        _fresh_state(pg.url(), "dagster")
         env = {
             "FES_PG_URL": pg.url(),
             "DAGSTER_PG_URL": pg.url("psycopg2", "dagster"),

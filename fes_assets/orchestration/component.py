@@ -4,6 +4,7 @@ project (`dg scaffold defs fes_assets.EntityIndexComponent <path>`, then `dg che
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -67,23 +68,22 @@ class EntityIndexComponent(dg.Component, dg.Model, dg.Resolvable):
     """The variable holding the URL of the database with that table; unset: the index's."""
 
     def sensor_settings(self) -> SensorSettings:
-        env = sensor_settings()
-
-        def pick(value, default):
-            return default if value is None else value
-
-        events_url = settings.env(self.minio_events_url_env) if self.minio_events_url_env else None
-        return SensorSettings(
-            interval=pick(self.sensor_interval_seconds, env.interval),
-            running=pick(self.sensor_running, env.running),
-            max_objects=pick(self.sensor_max_objects_per_tick, env.max_objects),
-            reconcile_interval=pick(self.reconcile_interval_seconds, env.reconcile_interval),
-            events_table=pick(self.minio_events_table, env.events_table),
-            events_url=events_url or env.events_url,
+        chosen = sensor_settings(
+            interval=self.sensor_interval_seconds,
+            running=self.sensor_running,
+            max_objects=self.sensor_max_objects_per_tick,
+            reconcile_interval=self.reconcile_interval_seconds,
+            events_table=self.minio_events_table,
         )
+        if self.minio_events_url_env is None:
+            return chosen
+        # The named variable, or (unset) the index's own database: never FES_MINIO_EVENTS_URL.
+        return replace(chosen, events_url=settings.env(self.minio_events_url_env))
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        path = context.path / self.registry if self.registry else settings.config_path()
+        # A component declared in Python (`component.py`) has a file for its path.
+        here = context.path.parent if context.path.is_file() else context.path
+        path = here / self.registry if self.registry else settings.config_path()
         return build_definitions(
             load_registry(path),
             schema=self.schema_name,

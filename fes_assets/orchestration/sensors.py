@@ -71,13 +71,15 @@ def build_bucket_sensor(
     settings: ScanSettings | None = None,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
 ) -> dg.SensorDefinition:
-    from_env = sensor_settings()
-    settings = settings or scan_settings(from_env)
+    if settings is None or interval is None:  # variables only for what the caller left unset
+        from_env = sensor_settings(interval=interval)
+        settings = settings or scan_settings(from_env)
+        interval = from_env.interval
     mode = f"MinIO events from {settings.events_table}" if settings.events_table else "listing"
 
     @dg.sensor(
         name="bucket_sensor",
-        minimum_interval_seconds=interval or from_env.interval,
+        minimum_interval_seconds=interval,
         default_status=default_status,
         target=list(targets),
         description=f"Indexes new, changed and deleted parquet objects ({mode}).",

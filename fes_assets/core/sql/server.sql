@@ -1,7 +1,10 @@
 -- Statements about the server rather than one index: databases for the demo and the tests.
 
--- name: database_exists
-SELECT 1 FROM pg_database WHERE datname = %(name)s;
-
 -- name: create_database
 CREATE DATABASE {database};
+
+-- name: drop_database
+DROP DATABASE IF EXISTS {database} WITH (FORCE);
+
+-- name: drop_schema
+DROP SCHEMA IF EXISTS {schema} CASCADE;
