@@ -40,7 +40,7 @@ import dagster as dg
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.load_from_defs_folder(project_root=Path(__file__).parent.parent)
+    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
 """
 
 
@@ -83,7 +83,7 @@ def test_scaffold_check_and_materialize_in_a_host_project(lab, tmp_path, monkeyp
 
     # The scaffolded component builds exactly the code location's graph.
     monkeypatch.syspath_prepend(str(project))
-    defs = dg.load_from_defs_folder(project_root=project)
+    defs = dg.load_from_defs_folder(path_within_project=project / "hostproj")
     assert describe_graph(defs) == json.loads(SNAPSHOT.read_text())
     assert defs.executor is None  # nothing project-wide is imposed on the host
 
@@ -103,7 +103,7 @@ def test_scaffold_check_and_materialize_in_a_host_project(lab, tmp_path, monkeyp
     monkeypatch.setenv("HOST_S3_KEY", ACCESS_KEY)
     monkeypatch.setenv("HOST_S3_SECRET", SECRET_KEY)
     lab.put("d/a.parquet", drivers([1, 2], [T0, T0]))
-    defs = dg.load_from_defs_folder(project_root=project)
+    defs = dg.load_from_defs_folder(path_within_project=project / "hostproj")
     assert set(defs.resources) == {"fes_object_store", "fes_index_db"}
     keys = [entity_asset_key("driver_id"), latest_asset_key("driver_id")]
     result = dg.materialize(

@@ -88,7 +88,12 @@ def test_entity_df_feeds_get_historical_features(lab, tmp_path):
     rng = np.random.default_rng(3)
     local = tmp_path / "data"
     local.mkdir()
-    days = [driver_hourly_stats(d, rng) for d in range(3)]
+    first = datetime(2021, 4, 1, tzinfo=UTC)
+    later = first + timedelta(days=30)  # "now" for the sample: every created time is earlier
+    days = [
+        driver_hourly_stats([first + timedelta(days=d, hours=h) for h in range(24)], later, rng)
+        for d in range(3)
+    ]
     for d, table in enumerate(days):
         lab.put(f"driver_hourly_stats/day={d}.parquet", table)
         pq.write_table(table, local / f"day={d}.parquet")
