@@ -129,3 +129,29 @@ def test_string_and_composite_keys(indexed):
 def test_bad_arguments(indexed, args, kwargs, message):
     with pytest.raises(QueryError, match=message):
         entity_df(*args, **kwargs, **indexed)
+
+
+def test_an_unbounded_as_of_is_answered_from_latest_only_when_that_is_exact(lab, indexed):
+    from fes_assets import EntityQuery, IndexDb
+
+    query = EntityQuery(IndexDb(indexed["url"], indexed["schema"]))
+
+    def as_of(at: datetime) -> list[int]:
+        table = query.arrow("driver_hourly_stats", as_of=at)
+        assert set(table.column("event_timestamp").to_pylist()) <= {at}
+        return sorted(table.column("driver_id").to_pylist())
+
+    later = T0 + timedelta(days=10)
+    assert as_of(later) == [1, 2, 3] and query.last_statement == "as_of_latest"
+    # Driver 3's newest row is after the instant: latest cannot tell, the history answers.
+    assert as_of(T0 + timedelta(days=1, hours=1)) == [1, 2]
+    assert query.last_statement == "as_of"
+    # A run not yet taken in by latest: the history answers until latest catches up.
+    lab.put(
+        "d/3.parquet",
+        pa.table({"driver_id": pa.array([4], pa.int64()), "event_timestamp": pa.array([T0], TS)}),
+    )
+    assert lab.materialize("driver_id", "2021-04-01", latest=False).success
+    assert as_of(later) == [1, 2, 3, 4] and query.last_statement == "as_of"
+    assert lab.materialize("driver_id", "2021-04-01").success
+    assert as_of(later) == [1, 2, 3, 4] and query.last_statement == "as_of_latest"

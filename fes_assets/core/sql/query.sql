@@ -29,6 +29,21 @@ WHERE feature_table_id = {table_id}
   AND event_timestamp >= coalesce({start}::timestamptz, '-infinity')
   AND event_timestamp < least(coalesce({end}::timestamptz, 'infinity'), {as_of}::timestamptz);
 
+-- name: as_of_latest_exact
+-- Whether latest answers an unbounded as_of exactly: nothing waits in the change log for the
+-- table (latest is caught up), and no id's newest row is at or after the instant (so every id
+-- latest holds has a row before it, and every id with such a row is in latest).
+SELECT NOT EXISTS (SELECT 1 FROM {schema}.{changes} WHERE feature_table_id = {table_id})
+   AND NOT EXISTS (
+       SELECT 1 FROM {schema}.{latest_table}
+       WHERE feature_table_id = {table_id} AND event_timestamp >= {as_of}::timestamptz
+   ) AS exact;
+
+-- name: as_of_latest
+SELECT {ids}, {as_of}::timestamptz AS event_timestamp
+FROM {schema}.{latest_table}
+WHERE feature_table_id = {table_id};
+
 -- name: feature_table
 SELECT t.id, t.entity_key, (m.value -> t.entity_key)::text AS types,
        (SELECT value::text FROM {schema}.meta WHERE key = 'layout') AS layout
