@@ -419,9 +419,6 @@ class Catalog:
         start, end = days_bounds(day, day)
         return self._rows("files_for_day", {"tables": tables, "day_start": start, "day_end": end})
 
-    def files_by_id(self, ids: list[int]) -> list[FileRow]:
-        return self._rows("files_by_id", {"ids": ids})
-
     def files_for_objects(self, tables: list[str], objects: Sequence[dict]) -> list[FileRow]:
         """The catalogue rows of `objects` ({bucket, key}) for `tables`."""
         return self._rows(

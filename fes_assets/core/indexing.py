@@ -274,11 +274,7 @@ class EntityIndexer:
         the day's files before another run finished cannot remove that run's rows."""
         tables = [t.name for t in self.tables]
         state = self.catalog.day_state(conn, prepared.day, list(prepared.read), tables)
-        current = [
-            i
-            for i, generation in prepared.read.items()
-            if i in state and state[i].generation == generation and state[i].is_live
-        ]
+        current = [i for i, g in prepared.read.items() if i in state and _unchanged(state[i], g)]
         # Only what the day writes is locked: a file left alone may change meanwhile (its
         # own run sees to it), and the sensor's cataloguing need not wait on the others.
         locked = self.catalog.lock_files(conn, current)

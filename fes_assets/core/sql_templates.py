@@ -25,10 +25,6 @@ def _templates(file: str) -> dict[str, str]:
     return {parts[i]: parts[i + 1].strip().removesuffix(";") for i in range(1, len(parts), 2)}
 
 
-def template_names(file: str) -> list[str]:
-    return list(_templates(file))
-
-
 def template(file: str, name: str, **parts: sql.Composable) -> sql.Composed:
     """The statement `name` of `sql/<file>.sql` with its braces filled by `parts`."""
     return sql.SQL(_templates(file)[name]).format(**parts)

@@ -55,12 +55,6 @@ WHERE f.feature_table = ANY(%(tables)s)
   AND f.min_event_timestamp < %(day_end)s AND f.max_event_timestamp >= %(day_start)s
 ORDER BY f.id;
 
--- name: files_by_id
-SELECT f.id, f.bucket, f.key, f.feature_table, f.etag, f.size, f.generation, f.validated,
-       f.status, f.min_event_timestamp, f.max_event_timestamp, t.id AS feature_table_id
-FROM {schema}.files f JOIN {schema}.feature_tables t ON t.name = f.feature_table
-WHERE f.id = ANY(%(ids)s) ORDER BY f.id;
-
 -- name: mark_failed
 UPDATE {schema}.files SET status = 'failed', error = %(error)s, validated = false
 WHERE id = %(id)s AND generation = %(generation)s;

@@ -17,11 +17,6 @@ def count_rows(db: IndexDb, table: str) -> int:
     return db.execute("admin", "count_rows", table=sql.Identifier(table))[0]["n"]
 
 
-def pending_changes(db: IndexDb, names: EntityNames) -> int:
-    """Change-log rows latest has not taken in yet."""
-    return count_rows(db, names.changes)
-
-
 def removed_tables(db: IndexDb) -> dict[str, str]:
     """Feature tables in the index that left the registry: name -> entity key."""
     return {r["name"]: r["entity_key"] for r in db.execute("admin", "removed_feature_tables")}
