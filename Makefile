@@ -10,7 +10,7 @@ UV_BOOTSTRAP := .tools/bin/uv
 endif
 PYTEST_ARGS ?=
 
-.PHONY: install test demo bench bench-full soak lint format clean
+.PHONY: install test demo bench bench-full bench-scale soak lint format clean
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -42,6 +42,10 @@ bench: install
 
 bench-full: install
 	$(UV) run python -m bench.run --full
+
+# Ten years of history on stock server settings (docs/benchmarks-scale.md).
+bench-scale: install
+	$(UV) run python -m bench.scale
 
 soak: install
 	$(UV) run python -m bench.soak

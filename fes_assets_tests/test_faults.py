@@ -86,7 +86,7 @@ def test_sigkill_mid_copy_leaves_the_day_as_before_and_a_retry_completes(lab):
         return bool(
             lab.sql(
                 "SELECT 1 FROM pg_stat_activity WHERE state = 'active' "
-                "AND query LIKE 'COPY %%_e_driver_id_20210401%%'"
+                "AND query LIKE 'COPY %%_e_driver_id_202104%%'"
             )
         )
 
@@ -99,7 +99,7 @@ def test_sigkill_mid_copy_leaves_the_day_as_before_and_a_retry_completes(lab):
     child.wait()
     while lab.sql(
         "SELECT 1 FROM pg_stat_activity WHERE state <> 'idle' "
-        "AND query LIKE 'COPY %%_e_driver_id_20210401%%'"
+        "AND query LIKE 'COPY %%_e_driver_id_202104%%'"
     ):
         time.sleep(0.1)  # the server notices the lost client and rolls its transaction back
     assert lab.ids("entity_driver_id", "driver_id", "event_timestamp") == before

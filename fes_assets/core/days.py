@@ -25,6 +25,13 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + ONE_DAY
 
 
+def month_bounds(day: date) -> tuple[datetime, datetime]:
+    """[start, end) in UTC of the month holding `day`: the span of one storage partition."""
+    first = day.replace(day=1)
+    following = (first + timedelta(days=32)).replace(day=1)
+    return day_start(first), day_start(following)
+
+
 def days_bounds(first: date, last: date) -> tuple[datetime, datetime]:
     """[start of `first`, end of `last`): a range of days, both included."""
     return day_start(first), day_start(last) + ONE_DAY

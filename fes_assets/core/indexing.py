@@ -104,6 +104,25 @@ class _Unreadable(FesError):
     """This file cannot be read in this run; the reason is already recorded."""
 
 
+# A line per day flooded the run's event log over years of days: a line at most this often.
+PROGRESS_SECONDS = 2.0
+
+
+class _Every:
+    """Says when `seconds` have passed since it last said so (and the first time)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._last: float | None = None
+
+    def due(self, force: bool = False) -> bool:
+        now = _time.monotonic()
+        if force or self._last is None or now - self._last >= self.seconds:
+            self._last = now
+            return True
+        return False
+
+
 class EntityIndexer:
     """Indexes days of one entity key. No Dagster here: callers pass a logger."""
 
@@ -167,6 +186,7 @@ class EntityIndexer:
         order = self._order = days[::-1]
         self._newest = NewestRows(self.names.join_keys)
         self._markers: list[pa.Table] = []
+        progress = _Every(PROGRESS_SECONDS)
         try:
             # One day is read and sorted ahead while the previous one is written.
             with ThreadPoolExecutor(1, thread_name_prefix="fes-read") as reader:
@@ -181,10 +201,12 @@ class EntityIndexer:
                     for hook in PROGRESS_HOOKS:
                         hook(self.key, day, rows)
                     dt = _time.perf_counter() - t0
-                    self.log(
-                        f"{self.names.entity_view} {day}: {rows} rows in {dt:.2f}s "
-                        f"({rows / dt if dt else 0:,.0f} rows/s) [{i}/{len(days)} days]"
-                    )
+                    if progress.due(i == len(order)):
+                        self.log(
+                            f"{self.names.entity_view} {day}: {rows} rows in {dt:.2f}s "
+                            f"({rows / dt if dt else 0:,.0f} rows/s) [{i}/{len(days)} days, "
+                            f"{sum(report.rows_per_day.values()):,} rows so far]"
+                        )
         except BaseException as e:
             self._end_jobs(False, f"run failed: {e}", report)
             raise

@@ -3,6 +3,7 @@ re-reading history."""
 
 from __future__ import annotations
 
+from collections import deque
 from datetime import date
 
 import numpy as np
@@ -26,18 +27,25 @@ def path_ranks(file_ids: pa.Array, paths: dict[int, str]) -> pa.Array:
     return pc.index_in(file_ids, value_set=pa.array(by_path, pa.int64())).cast(pa.int32())
 
 
+# How many of the run's newest days an id is looked up in before it is a candidate again. A
+# repeat candidate is harmless (latest keeps the greater), while looking each day up in every
+# id the run has seen made a long backfill's days cost more and more.
+SEEN_DAYS = 7
+
+
 class NewestRows:
-    """Hands out, day by day, each id's newest row of the run — once. Days come newest first:
-    an id's first row seen is then its newest of the run, and older days can never beat it."""
+    """Hands out, day by day, each id's newest row of the run. Days come newest first: an id's
+    first row seen is then its newest of the run, and older days can never beat it; an id seen
+    within the last `SEEN_DAYS` days handed out is not handed out again."""
 
     def __init__(self, keys: list[str]) -> None:
         self.keys = [*keys, "feature_table_id"]
-        self._seen: pa.Table | None = None
+        self._seen: deque[pa.Table] = deque(maxlen=SEEN_DAYS)
         self._last_day: date | None = None
 
     def candidates(self, day: date, ordered: pa.Table) -> pa.Table:
         """The rows of `ordered` (a day, as `sort_for_latest` leaves it) that are their ids'
-        newest and whose ids no newer day of this run has brought."""
+        newest and whose ids no recent newer day of this run has brought."""
         if self._last_day is not None and day >= self._last_day:
             raise ValueError(f"days must come newest first: {day} after {self._last_day}")
         self._last_day = day
@@ -47,11 +55,11 @@ class NewestRows:
             "_i", pa.array(np.arange(ordered.num_rows, dtype=np.int64))
         )
         last = numbered.group_by(self.keys).aggregate([("_i", "max")])
-        if self._seen is not None and self._seen.num_rows:
-            # The probe side is the run's growing set; the build side is the day's ids.
-            last = self._seen.join(last, self.keys, join_type="right anti")
+        if self._seen:
+            # The probe side is the recent days' ids; the build side is the day's ids.
+            seen = pa.concat_tables(self._seen)
+            last = seen.join(last, self.keys, join_type="right anti")
         index = pc.sort_indices(last.column("_i_max"))
         winners = ordered.take(pc.take(last.column("_i_max"), index))
-        new_ids = winners.select(self.keys)
-        self._seen = new_ids if self._seen is None else pa.concat_tables([self._seen, new_ids])
+        self._seen.append(winners.select(self.keys))
         return winners

@@ -53,6 +53,8 @@ class EmbeddedPostgres:
     data_dir: Path
     port: int = 0
     user: str = "postgres"
+    # Server settings (`-c name=value`); the tests also start one with a stock server's.
+    settings: dict[str, str] = field(default_factory=lambda: {"max_connections": "200"})
     _system_user: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -119,7 +121,10 @@ class EmbeddedPostgres:
                 str(self.data_dir),
             )
         self.stop()  # a server orphaned by a killed parent
-        options = f"-h 127.0.0.1 -p {self.port} -k '' -c max_connections=200 -c fsync=off"
+        settings = {"fsync": "off", **self.settings}
+        options = f"-h 127.0.0.1 -p {self.port} -k ''" + "".join(
+            f" -c {name}={value}" for name, value in settings.items()
+        )
         self._run(
             "pg_ctl",
             "-w",

@@ -1,5 +1,7 @@
 """`entity_lookup/entity_<key>` and `entity_lookup/latest_<key>`, one pair per entity key."""
 
+from datetime import date
+
 import dagster as dg
 
 from ..core import clock
@@ -91,9 +93,7 @@ def build_entity_assets(registry: Registry, key: str) -> list[dg.AssetsDefinitio
                 "dagster/row_count": report.rows,
                 "dagster/table_name": f"{db.schema}.{names.entity_view}",
                 "dagster/column_schema": _column_schema(names),
-                "rows_per_day": dg.MetadataValue.json(
-                    {d.isoformat(): n for d, n in report.rows_per_day.items()}
-                ),
+                **_per_day(report.rows_per_day),
                 "mode": "changes" if changes is not None else "rebuild",
                 "files_read": len(report.files),
                 "files_failed": len(report.failed),
@@ -136,6 +136,22 @@ def build_entity_assets(registry: Registry, key: str) -> list[dg.AssetsDefinitio
         )
 
     return [entity_asset, latest_asset]
+
+
+# Dagster copies a ranged run's metadata onto every partition it materialized: a per-day table
+# over years of days would be stored days × days times.
+PER_DAY_METADATA_DAYS = 31
+
+
+def _per_day(rows_per_day: dict[date, int]) -> dict[str, dg.MetadataValue | int]:
+    """Rows per day for a short run; the day counts for a long one."""
+    if len(rows_per_day) <= PER_DAY_METADATA_DAYS:
+        return {
+            "rows_per_day": dg.MetadataValue.json(
+                {d.isoformat(): n for d, n in rows_per_day.items()}
+            )
+        }
+    return {"days": len(rows_per_day), "days_with_rows": sum(1 for n in rows_per_day.values() if n)}
 
 
 def build_assets(registry: Registry) -> list[dg.AssetsDefinition]:

@@ -3,6 +3,8 @@
 -- id's newest new row) and removal markers (event_timestamp NULL: recompute from history).
 
 -- name: create_rows
+-- Partitioned by month (see `create_month_table`); Dagster's partitions stay daily, and a day
+-- is replaced inside its month.
 CREATE TABLE IF NOT EXISTS {schema}.{rows} (
     {id_columns},
     feature_table_id smallint NOT NULL,
@@ -11,9 +13,12 @@ CREATE TABLE IF NOT EXISTS {schema}.{rows} (
     file_id bigint NOT NULL
 ) PARTITION BY RANGE (event_timestamp);
 -- Rows are loaded sorted by (feature_table_id, event_timestamp), so a BRIN index finds a
--- window's pages at a fraction of a btree's upkeep during bulk loads.
+-- window's pages at a fraction of a btree's upkeep during bulk loads. The file id rides along:
+-- a file's rows in a day sit together when files split the day by time (hourly or daily
+-- files), so removing one finds its pages without an index to maintain per row.
 CREATE INDEX IF NOT EXISTS {rows_time_index} ON {schema}.{rows}
-    USING brin (feature_table_id, event_timestamp) WITH (pages_per_range = 8);
+    USING brin (feature_table_id, event_timestamp, file_id) WITH (pages_per_range = 8);
+DROP INDEX IF EXISTS {schema}.{old_rows_time_index};
 -- No btree on the ids: it cost more than half of every load's time, and latest no longer needs
 -- it (appends reach latest as candidates; only removals recompute, by one scan). Indexes made
 -- by earlier releases are dropped.
@@ -51,33 +56,57 @@ FROM {schema}.{source} r
 JOIN {schema}.feature_tables t ON t.id = r.feature_table_id
 JOIN {schema}.files f ON f.id = r.file_id;
 
--- name: create_day_partition
-CREATE TABLE IF NOT EXISTS {schema}.{partition} PARTITION OF {schema}.{rows}
-    FOR VALUES FROM ({day_start}) TO ({day_end});
+-- name: attached_partition
+SELECT EXISTS (
+    SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%(partition)s)
+) AS found;
 
--- name: has_removed
--- The day's rows about to be removed match the filter filled in as `removed`: of some
--- feature tables (a rebuild) or of some files (a change list), ids bound as `removed`.
-SELECT EXISTS (SELECT 1 FROM {schema}.{partition} WHERE {removed}) AS found;
+-- name: create_month_table
+-- Made apart and then attached: CREATE TABLE ... PARTITION OF would take an ACCESS EXCLUSIVE
+-- lock on the whole history, queue behind any long query and stall every query behind it.
+CREATE TABLE IF NOT EXISTS {schema}.{partition} (LIKE {schema}.{rows});
 
--- name: keeps_others
-SELECT EXISTS (SELECT 1 FROM {schema}.{partition} WHERE NOT ({removed})) AS found;
+-- name: attach_lock_timeout
+-- ATTACH PARTITION takes SHARE UPDATE EXCLUSIVE on the history (readers and writers go on);
+-- a wait past this fails the run, which is retried, rather than holding the lock queue.
+SET LOCAL lock_timeout = '10s';
 
--- name: mark_removed
--- Latest changes only for ids whose latest row, or a candidate not yet taken in, is among
--- the removed rows: those recompute from history.
+-- name: attach_month
+ALTER TABLE {schema}.{rows} ATTACH PARTITION {schema}.{partition}
+    FOR VALUES FROM ({month_start}) TO ({month_end});
+
+-- name: prefer_brin
+-- A month partition just loaded has no statistics until autovacuum reaches it, and the planner
+-- then scans the whole month to remove one day's or one file's rows. The BRIN ranges are never
+-- the worse path for a day's rows, whatever the statistics say.
+SET LOCAL enable_seqscan = off;
+
+-- name: planner_defaults
+SET LOCAL enable_seqscan TO DEFAULT;
+
+-- name: remove_rows
+-- The day's rows matching `removed` (some feature tables' for a rebuild, some files' for a
+-- change list) go; ids whose latest row, or a candidate not yet taken in, was among them get a
+-- marker (recompute from history). Latest is reached by its key from the removed rows: the
+-- cost follows the rows removed, not latest's size.
+WITH gone AS (
+    DELETE FROM {schema}.{partition}
+    WHERE event_timestamp >= %(day_start)s AND event_timestamp < %(day_end)s AND {removed}
+    RETURNING {id_list}, feature_table_id, event_timestamp, file_id
+)
 INSERT INTO {schema}.{changes} ({id_list}, feature_table_id)
-SELECT {id_list}, feature_table_id FROM {schema}.{latest_table}
-WHERE {removed} AND event_timestamp >= %(day_start)s AND event_timestamp < %(day_end)s
-UNION
-SELECT {id_list}, feature_table_id FROM {schema}.{changes}
-WHERE {removed} AND event_timestamp >= %(day_start)s AND event_timestamp < %(day_end)s;
-
--- name: delete_removed
-DELETE FROM {schema}.{partition} WHERE {removed};
-
--- name: truncate_day
-TRUNCATE {schema}.{partition};
+SELECT DISTINCT {g_ids}, g.feature_table_id
+FROM gone g
+WHERE EXISTS (
+        SELECT 1 FROM {schema}.{latest_table} l
+        WHERE l.feature_table_id = g.feature_table_id AND {l_eq_g}
+          AND l.event_timestamp = g.event_timestamp AND l.file_id = g.file_id
+    )
+   OR EXISTS (
+        SELECT 1 FROM {schema}.{changes} c
+        WHERE c.feature_table_id = g.feature_table_id AND {c_eq_g}
+          AND c.event_timestamp = g.event_timestamp AND c.file_id = g.file_id
+    );
 
 -- name: copy_changes
 COPY {schema}.{changes} ({id_list}, feature_table_id, event_timestamp, created_timestamp, file_id)
@@ -85,7 +114,7 @@ FROM STDIN (FORMAT binary);
 
 -- name: summarize_day
 -- Pages a COPY adds are not summarized by the BRIN index until this runs (or a vacuum):
--- until then every query scans the whole day.
+-- until then every query scans the pages it added.
 SELECT brin_summarize_new_values(i.indexrelid) AS ranges
 FROM pg_index i
 JOIN pg_class c ON c.oid = i.indexrelid
@@ -126,18 +155,17 @@ WHERE l.feature_table_id = c.feature_table_id AND {l_eq_c};
 -- name: latest_unresolved
 CREATE TEMP TABLE fes_unresolved ON COMMIT DROP AS SELECT * FROM fes_marked;
 
--- name: latest_day_partitions
--- Newest day first: a marked id's latest row is in the newest day that has rows of it.
+-- name: latest_partitions
+-- Each storage partition; the caller walks them newest first.
 SELECT c.relname AS name
 FROM pg_inherits i
 JOIN pg_class c ON c.oid = i.inhrelid
 JOIN pg_class p ON p.oid = i.inhparent
 JOIN pg_namespace n ON n.oid = p.relnamespace
-WHERE n.nspname = %(schema)s AND p.relname = %(rows)s
-ORDER BY c.relname DESC;
+WHERE n.nspname = %(schema)s AND p.relname = %(rows)s;
 
 -- name: latest_recompute_marked
--- One day's rows of the ids still unresolved. Ties: the newest created_timestamp, then the
+-- One partition's rows of the ids still unresolved. Ties: the newest created_timestamp, then the
 -- greatest path (byte order, as everywhere).
 INSERT INTO {schema}.{latest_table} ({id_list}, feature_table_id, event_timestamp, created_timestamp, file_id)
 SELECT DISTINCT ON (r.feature_table_id, {r_ids})
@@ -186,3 +214,25 @@ DELETE FROM {schema}.{rows} WHERE feature_table_id = %(feature_table_id)s;
 
 -- name: prune_changes
 DELETE FROM {schema}.{changes} WHERE feature_table_id = %(feature_table_id)s;
+
+-- name: legacy_day_partitions
+-- Day-sized partitions of releases before monthly storage, oldest first.
+SELECT c.relname AS name
+FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+JOIN pg_class p ON p.oid = i.inhparent
+JOIN pg_namespace n ON n.oid = p.relnamespace
+WHERE n.nspname = %(schema)s AND p.relname = %(rows)s
+  AND c.relname ~ '_[0-9]{{8}}$'
+ORDER BY c.relname COLLATE "C";
+
+-- name: detach_partition
+ALTER TABLE {schema}.{rows} DETACH PARTITION {schema}.{partition};
+
+-- name: move_day_rows
+-- In storage order, so the month's BRIN ranges stay narrow.
+INSERT INTO {schema}.{month} SELECT * FROM {schema}.{partition}
+ORDER BY feature_table_id, event_timestamp;
+
+-- name: drop_partition
+DROP TABLE {schema}.{partition};

@@ -20,7 +20,7 @@ from ..registry import Registry
 from ..sql_templates import template
 from .database import IndexDb
 from .names import EntityNames
-from .schema import ensure_layout
+from .schema import add_month_partition, ensure_layout
 
 COPY_COLUMNS = ("feature_table_id", "event_timestamp", "created_timestamp", "file_id")
 
@@ -37,20 +37,22 @@ class DayRows:
 
 
 def ensure_partition(db: IndexDb, names: EntityNames, day: date) -> None:
-    start, end = day_bounds(day)
-    statement = template(
-        "entity",
-        "create_day_partition",
-        **names.parts(
-            partition=sql.Identifier(names.partition(day)),
-            day_start=sql.Literal(start),
-            day_end=sql.Literal(end),
-        ),
-    )
+    """The month partition holding `day`, made and attached if it is not yet."""
+    qualified = sql.Identifier(names.schema, names.partition(day)).as_string(None)
+
+    def attached(conn: psycopg.Connection) -> bool:
+        found = conn.execute(template("entity", "attached_partition"), {"partition": qualified})
+        return found.fetchone()["found"]
+
+    with db.connect() as conn:
+        if attached(conn):
+            return
     with db.connect() as conn, conn.transaction():
-        # IF NOT EXISTS is not safe against a concurrent creator: take the day's lock.
-        db.lock_day(conn, names.key, day)
-        conn.execute(statement)
+        db.hold_schema(conn)
+        # IF NOT EXISTS is not safe against a concurrent creator: one per month at a time.
+        db.lock(conn, f"partition:{names.key}:{day:%Y%m}")
+        if not attached(conn):
+            add_month_partition(conn, names, day)
 
 
 @contextmanager
@@ -139,15 +141,19 @@ def replace_day(
     parts = names.parts(partition=sql.Identifier(names.partition(day)))
     if feature_table_ids is not None:
         removed = sql.SQL("feature_table_id = ANY(%(removed)s)")
-        params = {"removed": list(feature_table_ids)}
+        params: dict[str, object] = {"removed": list(feature_table_ids)}
         if keep_file_ids:
             removed = sql.SQL("{} AND NOT (file_id = ANY(%(kept)s))").format(removed)
             params["kept"] = list(keep_file_ids)
-        # A rebuild that empties the day truncates it: cheaper than deleting every row.
-        _remove(conn, parts, day, removed, params, truncate=True)
+        _remove(conn, parts, day, removed, params)
     if file_ids:
-        removed = sql.SQL("file_id = ANY(%(removed)s)")
-        _remove(conn, parts, day, removed, {"removed": list(file_ids)}, truncate=False)
+        # BRIN cannot search an array; the range over the file ids (one id, for a sensor run
+        # of one object) lets it skip the pages of other files.
+        removed = sql.SQL(
+            "file_id BETWEEN %(lowest)s AND %(highest)s AND file_id = ANY(%(removed)s)"
+        )
+        params = {"removed": list(file_ids), "lowest": min(file_ids), "highest": max(file_ids)}
+        _remove(conn, parts, day, removed, params)
     if day_rows.rows:
         with conn.cursor().copy(template("entity", "copy_day", **parts)) as copy:
             for piece in copy_encoding.iter_encode(day_rows.ordered):
@@ -165,25 +171,14 @@ def _remove(
     parts: dict[str, sql.Composable],
     day: date,
     removed: sql.Composable,
-    params: dict[str, list[int]],
-    *,
-    truncate: bool,
+    params: dict[str, object],
 ) -> None:
     """Remove the day's rows matching `removed`, marking for latest the ids whose latest row
     may go with them."""
-    parts = {**parts, "removed": removed}
-
-    def exists(name: str) -> bool:
-        return conn.execute(template("entity", name, **parts), params).fetchone()["found"]
-
-    if not exists("has_removed"):
-        return
     start, end = day_bounds(day)
+    conn.execute(template("entity", "prefer_brin"))
     conn.execute(
-        template("entity", "mark_removed", **parts),
+        template("entity", "remove_rows", **parts, removed=removed),
         {**params, "day_start": start, "day_end": end},
     )
-    if truncate and not exists("keeps_others"):
-        conn.execute(template("entity", "truncate_day", **parts))
-    else:
-        conn.execute(template("entity", "delete_removed", **parts), params)
+    conn.execute(template("entity", "planner_defaults"))

@@ -46,7 +46,9 @@ class EntityNames:
         return f"_c_{self.key}"
 
     def partition(self, day: date) -> str:
-        return f"_e_{self.key}_{day:%Y%m%d}"
+        """The storage partition holding `day`: one a month, so decades stay a few hundred
+        relations (a query locks every partition it may read)."""
+        return f"_e_{self.key}_{day:%Y%m}"
 
     def parts(self, **extra: sql.Composable) -> dict[str, sql.Composable]:
         ids = [sql.Identifier(k) for k in self.join_keys]
@@ -67,7 +69,8 @@ class EntityNames:
             "changes": sql.Identifier(self.changes),
             "entity_view": sql.Identifier(self.entity_view),
             "latest_view": sql.Identifier(self.latest_view),
-            "rows_time_index": sql.Identifier(f"{self.rows}_time"),
+            "rows_time_index": sql.Identifier(f"{self.rows}_time_file"),
+            "old_rows_time_index": sql.Identifier(f"{self.rows}_time"),
             "rows_id_index": sql.Identifier(f"{self.rows}_ids"),
             "id_columns": sql.SQL(", ").join(
                 sql.SQL("{} {} NOT NULL").format(
@@ -79,5 +82,8 @@ class EntityNames:
             "r_ids": qualified("r"),
             "l_eq_c": equal("l", "c"),
             "r_eq_c": equal("r", "c"),
+            "g_ids": qualified("g"),
+            "l_eq_g": equal("l", "g"),
+            "c_eq_g": equal("c", "g"),
             **extra,
         }

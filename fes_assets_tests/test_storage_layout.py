@@ -1,0 +1,151 @@
+"""Month-sized storage under daily partitions: what a removal or a latest catch-up touches
+(counted by the server's statistics, not timed), and the move from day-sized storage."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+from psycopg.rows import dict_row
+
+from fes_assets.core.queries import entity_df
+from fes_assets.core.storage.database import conninfo
+from fes_assets.core.storage.day_writes import DayRows, replace_day
+from fes_assets.core.storage.latest import catch_up_latest_in
+from fes_assets.core.storage.names import EntityNames
+from fes_assets_tests.conftest import drivers, drivers_registry, failure_message
+
+NAMES_TYPES = {"driver_id": "INT64"}
+HOURS = 24
+IDS_PER_FILE = 500
+
+
+def _hourly_files(lab, first: date, days: int) -> None:
+    """Every hour of every day, one file of the same 500 drivers (hourly files split a day
+    by time, as Feast's offline data usually is)."""
+    for i in range(days):
+        day = first + timedelta(days=i)
+        for hour in range(HOURS):
+            at = datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
+            ids = list(range(IDS_PER_FILE))
+            lab.put(f"d/{day}/{hour:02d}.parquet", drivers(ids, [at] * len(ids)))
+
+
+def _touched(conn: psycopg.Connection) -> dict[str, dict[str, int]]:
+    """This transaction's row reads and deletes per storage partition."""
+    rows = conn.execute(
+        "SELECT relname, coalesce(seq_tup_read, 0) AS seq, coalesce(idx_tup_fetch, 0) AS idx, "
+        "n_tup_del AS deleted FROM pg_stat_xact_user_tables "
+        "WHERE schemaname = current_schema() AND relname LIKE '\\_e\\_driver\\_id\\_%%'"
+    ).fetchall()
+    return {r["relname"]: {k: r[k] for k in ("seq", "idx", "deleted")} for r in rows}
+
+
+def test_removing_one_file_reads_its_rows_not_the_month_and_latest_recomputes_in_one_month(lab):
+    lab.use_registry(drivers_registry())
+    _hourly_files(lab, date(2021, 3, 30), 4)  # March 30 and 31, April 1 and 2
+    result = lab.materialize("driver_id", ("2021-03-30", "2021-04-02"))
+    assert result.success, failure_message(result)
+    (file_id,) = lab.sql("SELECT id FROM files WHERE key = 'd/2021-04-02/23.parquet'")[0]
+    names = EntityNames.of(lab.schema, "driver_id", NAMES_TYPES)
+    month_rows = 2 * HOURS * IDS_PER_FILE
+
+    with psycopg.connect(conninfo(lab.pg_url), row_factory=dict_row) as conn:
+        conn.execute(f'SET search_path TO "{lab.schema}"')
+        replace_day(conn, names, date(2021, 4, 2), DayRows(0, None, None), file_ids=[file_id])
+        touched = _touched(conn)["_e_driver_id_202104"]
+        assert touched["deleted"] == IDS_PER_FILE
+        # Only the file's pages: no scan of the month, at most the two BRIN ranges (8 pages
+        # each) its rows begin and end in.
+        pages = conn.execute(
+            "SELECT pg_relation_size('_e_driver_id_202104') / current_setting('block_size')::int"
+        ).fetchone()["?column?"]
+        edges = 2 * 8 * month_rows / pages
+        assert touched["seq"] == 0, touched
+        assert touched["idx"] <= IDS_PER_FILE + edges < month_rows / 4, (touched, edges)
+        # Every id's latest row went with the file: latest recomputes them from history, in
+        # the newest month alone, and finds their 22:00 rows.
+        stats = catch_up_latest_in(lab.db, conn, names, datetime.now(UTC))
+        assert stats["recomputed_ids"] == IDS_PER_FILE
+        after = _touched(conn)
+        older = after.get("_e_driver_id_202103", {"seq": 0, "idx": 0})
+        assert older["seq"] == older["idx"] == 0, after
+        assert after["_e_driver_id_202104"]["seq"] <= month_rows, after
+        newest = conn.execute("SELECT DISTINCT event_timestamp FROM _l_driver_id").fetchall()
+        assert [r["event_timestamp"] for r in newest] == [datetime(2021, 4, 2, 22, tzinfo=UTC)]
+        conn.rollback()
+
+
+def test_an_index_stored_by_day_moves_to_months_on_the_next_run_and_answers_the_same(lab):
+    lab.use_registry(drivers_registry())
+    for day, ids in (("2021-03-31", [1, 2]), ("2021-04-01", [2, 3]), ("2021-04-02", [4])):
+        at = datetime.fromisoformat(day).replace(hour=6, tzinfo=UTC)
+        lab.put(f"d/{day}.parquet", drivers(ids, [at] * len(ids)))
+    assert lab.materialize("driver_id", ("2021-03-31", "2021-04-02")).success
+    before = lab.ids("entity_driver_id", "driver_id", "event_timestamp", "path")
+
+    # Storage as releases before months kept it: a partition per day, the BRIN index on time.
+    _script(
+        lab,
+        """
+        DO $$
+        DECLARE m record; d date;
+        BEGIN
+          FOR m IN SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                   WHERE i.inhparent = '_e_driver_id'::regclass LOOP
+            EXECUTE format('ALTER TABLE _e_driver_id DETACH PARTITION %I', m.relname);
+            FOR d IN EXECUTE format('SELECT DISTINCT event_timestamp::date FROM %I', m.relname)
+            LOOP
+              EXECUTE format('CREATE TABLE %I PARTITION OF _e_driver_id FOR VALUES FROM (%L) '
+                             'TO (%L)', '_e_driver_id_' || to_char(d, 'YYYYMMDD'),
+                             d::timestamptz, (d + 1)::timestamptz);
+              EXECUTE format('INSERT INTO _e_driver_id SELECT * FROM %I '
+                             'WHERE event_timestamp::date = %L', m.relname, d);
+            END LOOP;
+            EXECUTE format('DROP TABLE %I', m.relname);
+          END LOOP;
+        END $$;
+        DROP INDEX _e_driver_id_time_file;
+        CREATE INDEX _e_driver_id_time ON _e_driver_id
+            USING brin (feature_table_id, event_timestamp);
+        DELETE FROM meta WHERE key = 'layout';
+        """,
+    )
+    assert len(_children(lab)) == 3 and all(
+        len(c) == len("_e_driver_id_20210331") for c in _children(lab)
+    )
+
+    lab.put("d/2021-04-03.parquet", drivers([5], [datetime(2021, 4, 3, 6, tzinfo=UTC)]))
+    result = lab.materialize("driver_id", "2021-04-03")
+    assert result.success, failure_message(result)
+    assert _children(lab) == ["_e_driver_id_202103", "_e_driver_id_202104"]
+    assert lab.ids("entity_driver_id", "driver_id", "event_timestamp", "path") == sorted(
+        [
+            *before,
+            (5, datetime(2021, 4, 3, 6, tzinfo=UTC), f"s3://{lab.bucket}/d/2021-04-03.parquet"),
+        ]
+    )
+    indexes = {
+        r[0] for r in lab.sql("SELECT indexname FROM pg_indexes WHERE tablename = '_e_driver_id'")
+    }
+    assert indexes == {"_e_driver_id_time_file"}
+    window = entity_df(
+        "driver_hourly_stats", "2021-04-01", "2021-04-03", url=lab.pg_url, schema=lab.schema
+    )
+    assert sorted(window["driver_id"]) == [2, 3, 4]
+
+
+def _script(lab, text: str) -> None:
+    with psycopg.connect(conninfo(lab.pg_url), autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{lab.schema}"')
+        conn.execute(text.encode())  # bytes: no placeholders to look for
+
+
+def _children(lab) -> list[str]:
+    return sorted(
+        r[0]
+        for r in lab.sql(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = '_e_driver_id'::regclass"
+        )
+    )
