@@ -6,8 +6,10 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import psycopg
+import pyarrow as pa
 from psycopg.rows import dict_row
 
+from fes_assets.core.latest_candidates import NewestRows, sort_for_latest
 from fes_assets.core.queries import entity_df
 from fes_assets.core.storage.database import conninfo
 from fes_assets.core.storage.day_writes import DayRows, replace_day
@@ -105,7 +107,7 @@ def test_an_index_stored_by_day_moves_to_months_on_the_next_run_and_answers_the_
             EXECUTE format('DROP TABLE %I', m.relname);
           END LOOP;
         END $$;
-        DROP INDEX _e_driver_id_time_file;
+        DROP INDEX _e_driver_id_brin;
         CREATE INDEX _e_driver_id_time ON _e_driver_id
             USING brin (feature_table_id, event_timestamp);
         DELETE FROM meta WHERE key = 'layout';
@@ -128,7 +130,7 @@ def test_an_index_stored_by_day_moves_to_months_on_the_next_run_and_answers_the_
     indexes = {
         r[0] for r in lab.sql("SELECT indexname FROM pg_indexes WHERE tablename = '_e_driver_id'")
     }
-    assert indexes == {"_e_driver_id_time_file"}
+    assert indexes == {"_e_driver_id_brin"}
     window = entity_df(
         "driver_hourly_stats", "2021-04-01", "2021-04-03", url=lab.pg_url, schema=lab.schema
     )
@@ -149,3 +151,56 @@ def _children(lab) -> list[str]:
             "WHERE i.inhparent = '_e_driver_id'::regclass"
         )
     )
+
+
+def test_a_long_run_remembers_a_bounded_number_of_ids_and_hands_forgotten_ones_out_again():
+    newest = NewestRows(["driver_id"], remember=2)
+
+    def day_of(ids: list[int]) -> pa.Table:
+        n = len(ids)
+        rows = pa.table(
+            {
+                "driver_id": pa.array(ids, pa.int64()),
+                "feature_table_id": pa.array([1] * n, pa.int16()),
+                "event_timestamp": pa.array([datetime(2021, 4, 1, tzinfo=UTC)] * n, data_ts()),
+                "created_timestamp": pa.nulls(n, data_ts()),
+                "path_rank": pa.array([0] * n, pa.int32()),
+            }
+        )
+        return sort_for_latest(rows)
+
+    handed = [
+        sorted(newest.candidates(date(2021, 4, d), day_of(ids))["driver_id"].to_pylist())
+        for d, ids in ((10, [1, 2]), (9, [1, 3]), (8, [1, 3]))
+    ]
+    # Day 9 knows 1 from day 10; by day 8 only day 9's id (3) is remembered, so 1 comes again.
+    assert handed == [[1, 2], [3], [1]]
+
+
+def data_ts() -> pa.DataType:
+    return pa.timestamp("us", tz="UTC")
+
+
+def test_a_day_partition_made_by_an_earlier_release_during_the_upgrade_is_moved_not_stuck(lab):
+    lab.use_registry(drivers_registry())
+    lab.put("d/a.parquet", drivers([1], [datetime(2021, 4, 1, 6, tzinfo=UTC)]))
+    assert lab.materialize("driver_id", "2021-04-01").success
+    # A run of the earlier release, still going while this one took over, made a day of May.
+    _script(
+        lab,
+        "CREATE TABLE _e_driver_id_20210501 PARTITION OF _e_driver_id "
+        "FOR VALUES FROM ('2021-05-01 00:00+00') TO ('2021-05-02 00:00+00');"
+        "INSERT INTO _e_driver_id_20210501 SELECT driver_id, feature_table_id, "
+        "'2021-05-01 06:00+00', created_timestamp, file_id FROM _e_driver_id",
+    )
+    lab.put("d/b.parquet", drivers([2], [datetime(2021, 5, 2, 6, tzinfo=UTC)]))
+    first = lab.materialize("driver_id", "2021-05-02")
+    assert not first.success and "the next run moves them" in failure_message(first)
+    again = lab.materialize("driver_id", "2021-05-02")
+    assert again.success, failure_message(again)
+    assert _children(lab) == ["_e_driver_id_202104", "_e_driver_id_202105"]
+    assert lab.ids("entity_driver_id", "driver_id", "event_timestamp") == [
+        (1, datetime(2021, 4, 1, 6, tzinfo=UTC)),
+        (1, datetime(2021, 5, 1, 6, tzinfo=UTC)),
+        (2, datetime(2021, 5, 2, 6, tzinfo=UTC)),
+    ]

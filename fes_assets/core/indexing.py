@@ -29,6 +29,7 @@ from .storage.day_writes import (
     order_day,
     replace_day,
     rows_per_file,
+    summarize_day,
     without_files,
     write_markers,
 )
@@ -285,6 +286,8 @@ class EntityIndexer:
             )
             pause_points.pause("day_written", key=self.key, day=day)
         pause_points.pause("day_committed", key=self.key, day=day)
+        if day_rows.rows:
+            summarize_day(self.db, self.names, day)
         if written:
             self.catalog.mark_indexed({i: prepared.read[i] for i in written})
         return day_rows.rows

@@ -27,25 +27,27 @@ def path_ranks(file_ids: pa.Array, paths: dict[int, str]) -> pa.Array:
     return pc.index_in(file_ids, value_set=pa.array(by_path, pa.int64())).cast(pa.int32())
 
 
-# How many of the run's newest days an id is looked up in before it is a candidate again. A
-# repeat candidate is harmless (latest keeps the greater), while looking each day up in every
-# id the run has seen made a long backfill's days cost more and more.
-SEEN_DAYS = 7
+# How many ids a run remembers having handed out. Each day's ids are looked up in them, so a
+# long backfill's days would cost more and more; past this, the oldest days' ids are
+# forgotten, and such an id may be handed out again (harmless: latest keeps the greater).
+SEEN_IDS = 1_000_000
 
 
 class NewestRows:
     """Hands out, day by day, each id's newest row of the run. Days come newest first: an id's
-    first row seen is then its newest of the run, and older days can never beat it; an id seen
-    within the last `SEEN_DAYS` days handed out is not handed out again."""
+    first row seen is then its newest of the run, and older days can never beat it; an id
+    handed out is not handed out again while it is among the last `SEEN_IDS` handed out."""
 
-    def __init__(self, keys: list[str]) -> None:
+    def __init__(self, keys: list[str], remember: int = SEEN_IDS) -> None:
         self.keys = [*keys, "feature_table_id"]
-        self._seen: deque[pa.Table] = deque(maxlen=SEEN_DAYS)
+        self.remember = remember
+        self._seen: deque[pa.Table] = deque()  # the ids each day handed out, newest last
+        self._seen_rows = 0
         self._last_day: date | None = None
 
     def candidates(self, day: date, ordered: pa.Table) -> pa.Table:
         """The rows of `ordered` (a day, as `sort_for_latest` leaves it) that are their ids'
-        newest and whose ids no recent newer day of this run has brought."""
+        newest and whose ids no newer day of this run has handed out."""
         if self._last_day is not None and day >= self._last_day:
             raise ValueError(f"days must come newest first: {day} after {self._last_day}")
         self._last_day = day
@@ -56,10 +58,15 @@ class NewestRows:
         )
         last = numbered.group_by(self.keys).aggregate([("_i", "max")])
         if self._seen:
-            # The probe side is the recent days' ids; the build side is the day's ids.
-            seen = pa.concat_tables(self._seen)
-            last = seen.join(last, self.keys, join_type="right anti")
+            # The probe side is the remembered ids; the build side is the day's ids.
+            last = pa.concat_tables(self._seen).join(last, self.keys, join_type="right anti")
         index = pc.sort_indices(last.column("_i_max"))
         winners = ordered.take(pc.take(last.column("_i_max"), index))
-        self._seen.append(winners.select(self.keys))
+        self._remember(winners.select(self.keys))
         return winners
+
+    def _remember(self, ids: pa.Table) -> None:
+        self._seen.append(ids)
+        self._seen_rows += ids.num_rows
+        while len(self._seen) > 1 and self._seen_rows > self.remember:
+            self._seen_rows -= self._seen.popleft().num_rows

@@ -56,6 +56,14 @@ FROM {schema}.{source} r
 JOIN {schema}.feature_tables t ON t.id = r.feature_table_id
 JOIN {schema}.files f ON f.id = r.file_id;
 
+-- name: legacy_days_of_month
+-- Day partitions of the month (made by a run of an earlier release during the upgrade).
+SELECT EXISTS (
+    SELECT 1 FROM pg_inherits i
+    JOIN pg_class c ON c.oid = i.inhrelid
+    WHERE i.inhparent = to_regclass(%(rows)s) AND c.relname LIKE %(pattern)s
+) AS found;
+
 -- name: attached_partition
 SELECT EXISTS (
     SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%(partition)s)
@@ -87,30 +95,39 @@ SET LOCAL enable_seqscan TO DEFAULT;
 -- name: remove_rows
 -- The day's rows matching `removed` (some feature tables' for a rebuild, some files' for a
 -- change list) go; ids whose latest row, or a candidate not yet taken in, was among them get a
--- marker (recompute from history). Latest is reached by its key from the removed rows: the
--- cost follows the rows removed, not latest's size.
+-- marker (recompute from history). Latest is reached by its key from the removed rows, and the
+-- change log (no index) is joined once: the cost follows the rows removed and the changes
+-- waiting, not latest's size.
 WITH gone AS (
     DELETE FROM {schema}.{partition}
     WHERE event_timestamp >= %(day_start)s AND event_timestamp < %(day_end)s AND {removed}
     RETURNING {id_list}, feature_table_id, event_timestamp, file_id
 )
 INSERT INTO {schema}.{changes} ({id_list}, feature_table_id)
-SELECT DISTINCT {g_ids}, g.feature_table_id
+SELECT {g_ids}, g.feature_table_id
 FROM gone g
 WHERE EXISTS (
-        SELECT 1 FROM {schema}.{latest_table} l
-        WHERE l.feature_table_id = g.feature_table_id AND {l_eq_g}
-          AND l.event_timestamp = g.event_timestamp AND l.file_id = g.file_id
-    )
-   OR EXISTS (
-        SELECT 1 FROM {schema}.{changes} c
-        WHERE c.feature_table_id = g.feature_table_id AND {c_eq_g}
-          AND c.event_timestamp = g.event_timestamp AND c.file_id = g.file_id
-    );
+    SELECT 1 FROM {schema}.{latest_table} l
+    WHERE l.feature_table_id = g.feature_table_id AND {l_eq_g}
+      AND l.event_timestamp = g.event_timestamp AND l.file_id = g.file_id
+)
+UNION
+SELECT {g_ids}, g.feature_table_id
+FROM gone g
+WHERE EXISTS (
+    SELECT 1 FROM {schema}.{changes} c
+    WHERE c.feature_table_id = g.feature_table_id AND {c_eq_g}
+      AND c.event_timestamp = g.event_timestamp AND c.file_id = g.file_id
+);
 
 -- name: copy_changes
 COPY {schema}.{changes} ({id_list}, feature_table_id, event_timestamp, created_timestamp, file_id)
 FROM STDIN (FORMAT binary);
+
+-- name: summarize_lock_timeout
+-- Summarizing takes SHARE UPDATE EXCLUSIVE on the month: after the day's commit and briefly,
+-- so days of one month are not queued behind each other; a vacuum holding it summarizes too.
+SET LOCAL lock_timeout = '2s';
 
 -- name: summarize_day
 -- Pages a COPY adds are not summarized by the BRIN index until this runs (or a vacuum):
@@ -206,8 +223,13 @@ WHERE excluded.event_timestamp > l.event_timestamp
                   > (SELECT 's3://' || bucket || '/' || key FROM {schema}.files WHERE id = l.file_id))));
 
 -- name: latest_forget
-DELETE FROM {schema}.{changes}
-WHERE seq <= %(max_seq)s AND (event_timestamp IS NULL OR event_timestamp <= %(not_after)s);
+-- A recomputed id's candidates dated in the future go too: the recompute read every row of it
+-- in history, and a candidate left behind may be of a row removed since.
+DELETE FROM {schema}.{changes} c
+WHERE seq <= %(max_seq)s
+  AND (event_timestamp IS NULL OR event_timestamp <= %(not_after)s
+       OR EXISTS (SELECT 1 FROM fes_marked m
+                  WHERE m.feature_table_id = c.feature_table_id AND {m_eq_c}));
 
 -- name: prune_rows
 DELETE FROM {schema}.{rows} WHERE feature_table_id = %(feature_table_id)s;
@@ -233,6 +255,14 @@ ALTER TABLE {schema}.{rows} DETACH PARTITION {schema}.{partition};
 -- In storage order, so the month's BRIN ranges stay narrow.
 INSERT INTO {schema}.{month} SELECT * FROM {schema}.{partition}
 ORDER BY feature_table_id, event_timestamp;
+
+-- name: storage_exists
+SELECT to_regclass(%(rows)s) IS NOT NULL AS found;
+
+-- name: create_brin
+CREATE INDEX IF NOT EXISTS {rows_time_index} ON {schema}.{rows}
+    USING brin (feature_table_id, event_timestamp, file_id) WITH (pages_per_range = 8);
+DROP INDEX IF EXISTS {schema}.{old_rows_time_index};
 
 -- name: drop_partition
 DROP TABLE {schema}.{partition};

@@ -15,12 +15,13 @@ from psycopg import sql
 
 from .. import copy_encoding
 from ..days import day_bounds
+from ..errors import IndexSchemaError
 from ..latest_candidates import NewestRows, sort_for_latest
 from ..registry import Registry
 from ..sql_templates import template
 from .database import IndexDb
 from .names import EntityNames
-from .schema import add_month_partition, ensure_layout
+from .schema import add_month_partition, ensure_layout, forget_layout
 
 COPY_COLUMNS = ("feature_table_id", "event_timestamp", "created_timestamp", "file_id")
 
@@ -51,8 +52,26 @@ def ensure_partition(db: IndexDb, names: EntityNames, day: date) -> None:
         db.hold_schema(conn)
         # IF NOT EXISTS is not safe against a concurrent creator: one per month at a time.
         db.lock(conn, f"partition:{names.key}:{day:%Y%m}")
-        if not attached(conn):
+        if attached(conn):
+            return
+        legacy = conn.execute(
+            template("entity", "legacy_days_of_month"),
+            {
+                "rows": sql.Identifier(names.schema, names.rows).as_string(None),
+                "pattern": f"{names.partition(day)}__",
+            },
+        ).fetchone()["found"]
+        if not legacy:
             add_month_partition(conn, names, day)
+            return
+    # A run of an earlier release made day partitions during the upgrade: the next run's
+    # schema step moves them to months.
+    with db.connect() as conn, conn.transaction():
+        forget_layout(db, conn)
+    raise IndexSchemaError(
+        f"{names.partition(day)}: days stored by an earlier release; the next run moves them "
+        "to month storage"
+    )
 
 
 @contextmanager
@@ -161,9 +180,20 @@ def replace_day(
         with conn.cursor().copy(template("entity", "copy_changes", **parts)) as copy:
             for piece in copy_encoding.iter_encode(day_rows.candidates):
                 copy.write(piece)
-        qualified = sql.Identifier(names.schema, names.partition(day)).as_string(conn)
-        conn.execute(template("entity", "summarize_day"), {"partition": qualified})
     return day_rows.rows
+
+
+def summarize_day(db: IndexDb, names: EntityNames, day: date) -> None:
+    """Summarize the pages a day's commit added to its month's BRIN index, in a short
+    transaction of its own. Left to autovacuum when the month is busy: until then queries read
+    those pages whole, and get the same answers."""
+    qualified = sql.Identifier(names.schema, names.partition(day)).as_string(None)
+    try:
+        with db.connect() as conn, conn.transaction():
+            conn.execute(template("entity", "summarize_lock_timeout"))
+            conn.execute(template("entity", "summarize_day"), {"partition": qualified})
+    except psycopg.errors.LockNotAvailable:
+        pass
 
 
 def _remove(

@@ -69,7 +69,7 @@ class EntityNames:
             "changes": sql.Identifier(self.changes),
             "entity_view": sql.Identifier(self.entity_view),
             "latest_view": sql.Identifier(self.latest_view),
-            "rows_time_index": sql.Identifier(f"{self.rows}_time_file"),
+            "rows_time_index": sql.Identifier(f"{self.rows}_brin"),
             "old_rows_time_index": sql.Identifier(f"{self.rows}_time"),
             "rows_id_index": sql.Identifier(f"{self.rows}_ids"),
             "id_columns": sql.SQL(", ").join(
@@ -82,6 +82,7 @@ class EntityNames:
             "r_ids": qualified("r"),
             "l_eq_c": equal("l", "c"),
             "r_eq_c": equal("r", "c"),
+            "m_eq_c": equal("m", "c"),
             "g_ids": qualified("g"),
             "l_eq_g": equal("l", "g"),
             "c_eq_g": equal("c", "g"),

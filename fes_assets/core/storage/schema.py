@@ -117,15 +117,19 @@ def ensure_schema(db: IndexDb, registry: Registry) -> dict[str, int]:
 
 def add_month_partition(conn: psycopg.Connection, names: EntityNames, day: date) -> None:
     """Make the month partition holding `day` and attach it (the caller holds the locks)."""
-    start, end = month_bounds(day)
     parts = names.parts(partition=sql.Identifier(names.partition(day)))
     conn.execute(template("entity", "create_month_table", **parts))
     conn.execute(template("entity", "attach_lock_timeout"))
+    _attach_month(conn, names, day)
+
+
+def _attach_month(conn: psycopg.Connection, names: EntityNames, day: date) -> None:
+    start, end = month_bounds(day)
     conn.execute(
         template(
             "entity",
             "attach_month",
-            **parts,
+            **names.parts(partition=sql.Identifier(names.partition(day))),
             month_start=sql.Literal(start),
             month_end=sql.Literal(end),
         )
@@ -135,8 +139,9 @@ def add_month_partition(conn: psycopg.Connection, names: EntityNames, day: date)
 def _move_days_to_months(db: IndexDb, names: EntityNames) -> None:
     """Move the day-sized partitions of earlier releases into month partitions, a month per
     transaction: one transaction over years of days would need more locks than a stock server
-    has. Each month moves whole (detach its days, attach the month, copy, drop), so a stop
-    between two leaves every row queryable exactly once, and the next run goes on."""
+    has. Each month moves whole (copy its days into a month table, then detach and drop them
+    and attach the month), so a stop between two leaves every row queryable exactly once, and
+    the next run goes on. Readers wait only for the swap, not for the copy."""
     where = {"schema": names.schema, "rows": names.rows}
     while True:
         with db.connect() as conn, conn.transaction():
@@ -145,20 +150,31 @@ def _move_days_to_months(db: IndexDb, names: EntityNames) -> None:
                 r["name"] for r in conn.execute(template("entity", "legacy_day_partitions"), where)
             ]
             if not days:
-                return
+                break
             month = days[0][-8:-2]
             first = date(int(month[:4]), int(month[4:]), 1)
+            target = sql.Identifier(names.partition(first))
             batch = [d for d in days if d[-8:-2] == month]
+            conn.execute(template("entity", "create_month_table", **names.parts(partition=target)))
+            for day in batch:
+                parts = names.parts(partition=sql.Identifier(day), month=target)
+                conn.execute(template("entity", "move_day_rows", **parts))
+            conn.execute(template("entity", "attach_lock_timeout"))
             for day in batch:
                 parts = names.parts(partition=sql.Identifier(day))
                 conn.execute(template("entity", "detach_partition", **parts))
-            add_month_partition(conn, names, first)
-            for day in batch:
-                parts = names.parts(
-                    partition=sql.Identifier(day), month=sql.Identifier(names.partition(first))
-                )
-                conn.execute(template("entity", "move_day_rows", **parts))
                 conn.execute(template("entity", "drop_partition", **parts))
+            _attach_month(conn, names, first)
+    with db.connect() as conn, conn.transaction():
+        db.lock(conn, "schema")
+        exists = conn.execute(
+            template("entity", "storage_exists"),
+            {"rows": sql.Identifier(names.schema, names.rows).as_string(None)},
+        ).fetchone()["found"]
+        if exists:
+            # Per entity key and before the schema's DDL: the index is built on every month of
+            # the key, a few hundred locks, which one transaction over all keys might not fit.
+            conn.execute(template("entity", "create_brin", **names.parts()))
 
 
 def _check_meta(
