@@ -164,6 +164,7 @@ class EntityIndexer:
         now = clock.now()
         label = days[0].isoformat() if len(days) == 1 else f"{days[0]}...{days[-1]}"
         self._days = days
+        self._day_numbers = {day_number(d) for d in days}
         self._label = label
         if changes is None:
             report.catalog = self.catalog.refresh(
@@ -470,10 +471,12 @@ class EntityIndexer:
                 raise  # the store is failing, not the file: the run fails and is retried
             self._fail(f, f"not a readable parquet file: {e}", report)
             raise _Unreadable from e
-        covered = {day_number(d) for d in window}
+        # The window is a run of consecutive days of the run, so its bounds say which days it
+        # covers: a set of day numbers per file grew with the run's length (years of days).
+        covered = range(day_number(min(window)), day_number(max(window)) + 1)
         days: dict[int, pa.Table] = {}
         for day_no, day_pieces in pieces.items():
-            if day_no not in covered:
+            if day_no not in covered or day_no not in self._day_numbers:
                 continue  # inside the window's span but not a day of this run
             t = pa.concat_tables(day_pieces)
             self._note(read, t)
