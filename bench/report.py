@@ -114,13 +114,15 @@ def _unit(unit: str) -> str:
 
 
 def refresh_notes(report: Path) -> None:
-    """Embed the current bench/notes.md in an existing report, replacing the notes it was
-    written with (the measured tables stay as they are)."""
+    """Embed the current notes (bench/notes-scale.md for the scale report, else
+    bench/notes.md) in an existing report, replacing the notes it was written with (the
+    measured tables stay as they are)."""
+    notes = NOTES.with_name("notes-scale.md") if "scale" in report.name else NOTES
     text = report.read_text()
-    heading = NOTES.read_text().strip().splitlines()[0]
+    heading = notes.read_text().strip().splitlines()[0]
     at = text.find(heading)
     kept = text[:at] if at >= 0 else text.rstrip() + "\n\n"
-    report.write_text(kept + NOTES.read_text().strip() + "\n")
+    report.write_text(kept + notes.read_text().strip() + "\n")
 
 
 def _detail(value) -> str:
