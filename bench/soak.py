@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from fes_assets.core.scanning import ScanSettings
     from fes_assets.orchestration.assets import build_entity_assets
+    from fes_assets.orchestration.jobs import build_index_jobs
     from fes_assets.orchestration.resources import IndexDatabaseResource, ObjectStoreResource
     from fes_assets.orchestration.sensors import RUN_KEY_TAG, build_bucket_sensor
 
@@ -54,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             "fes_index_db": IndexDatabaseResource(url=db.url, schema_name=db.schema),
         }
         sensor = build_bucket_sensor(
-            registry, assets, interval=1, settings=ScanSettings(reconcile_interval=3600)
+            registry,
+            build_index_jobs(registry),
+            interval=1,
+            settings=ScanSettings(reconcile_interval=3600),
         )
         cursor, ticks, runs, rss = None, 0, 0, []
         quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}

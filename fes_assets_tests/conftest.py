@@ -28,6 +28,7 @@ from fes_assets.core.scanning import ScanSettings
 from fes_assets.core.storage.database import IndexDb, conninfo
 from fes_assets.dev.embedded_servers import EmbeddedPostgres, MotoS3Server
 from fes_assets.orchestration.assets import EntityRunConfig, build_entity_assets
+from fes_assets.orchestration.jobs import build_index_jobs
 from fes_assets.orchestration.resources import IndexDatabaseResource, ObjectStoreResource
 from fes_assets.orchestration.sensors import RUN_KEY_TAG, build_bucket_sensor
 
@@ -208,9 +209,11 @@ class Lab:
     def sensor(self, **settings: Any) -> dg.SensorDefinition:
         assert self.registry is not None
         settings.setdefault("reconcile_interval", 0)
-        assets = [a for k in self.registry.by_entity_key() for a in self.assets(k)]
         return build_bucket_sensor(
-            self.registry, assets, interval=1, settings=ScanSettings(**settings)
+            self.registry,
+            build_index_jobs(self.registry),
+            interval=1,
+            settings=ScanSettings(**settings),
         )
 
     def tick(self, sensor: dg.SensorDefinition) -> dg.SensorResult:

@@ -37,6 +37,17 @@ def graphql(ui: str, query: str) -> dict:
         return json.load(response)["data"]
 
 
+def run_events(ui: str, run_id: str) -> tuple[set[str], list[str]]:
+    """The step keys and the messages of one run's event log."""
+    query = (
+        f'{{ logsForRun(runId: "{run_id}") {{ ... on EventConnection {{ events {{ '
+        "... on MessageEvent { message } ... on StepEvent { stepKey } } } } }"
+    )
+    events = graphql(ui, query)["logsForRun"]["events"]
+    steps = {e["stepKey"] for e in events if e.get("stepKey")}
+    return steps, [e["message"] for e in events if e.get("message")]
+
+
 def wait_for(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -123,6 +134,12 @@ def test_demo_indexes_the_sample_data_and_stops_cleanly(tmp_path):
 
         runs = wait_for(all_runs_done, 240, "the sensor's runs")
         assert len(runs) <= 6  # a handful of ranged runs, not one per day
+        for run in runs:
+            # The daemon launched it as users' deployments do: both steps in the run's process.
+            steps, messages = run_events(ui, run["runId"])
+            assert len(steps) == 2, steps
+            assert any(m.startswith("Executing steps in process") for m in messages), messages
+            assert not any(m.startswith("Launching subprocess") for m in messages)
         assert any(
             t["key"] == "dagster/asset_partition_range_start" for r in runs for t in r["tags"]
         )

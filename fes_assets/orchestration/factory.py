@@ -13,6 +13,7 @@ from ..core import settings
 from ..core.registry import Registry, load_registry
 from ..core.settings import SensorSettings, sensor_settings
 from .assets import build_assets
+from .jobs import build_index_jobs
 from .resources import (
     INDEX_DB_KEY,
     OBJECT_STORE_KEY,
@@ -52,14 +53,16 @@ def build_definitions(
         warnings.simplefilter("ignore", dg.BetaWarning)
         warnings.simplefilter("ignore", dg.PreviewWarning)
         assets = build_assets(registry)
+    jobs = build_index_jobs(registry)
     # Stopped unless asked otherwise (the demo sets FES_SENSOR_RUNNING=1): start it in the UI.
     status = dg.DefaultSensorStatus.RUNNING if sensor.running else dg.DefaultSensorStatus.STOPPED
     return dg.Definitions(
         assets=assets,
+        jobs=jobs,
         sensors=[
             build_bucket_sensor(
                 registry,
-                assets,
+                jobs,
                 interval=sensor.interval,
                 settings=scan_settings(sensor),
                 default_status=status,

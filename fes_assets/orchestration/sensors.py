@@ -12,6 +12,7 @@ from ..core.registry import Registry
 from ..core.scanning import BucketScanner, ScanCursor, ScanSettings
 from ..core.settings import SensorSettings, sensor_settings
 from .assets import entity_asset_key, latest_asset_key
+from .jobs import index_job_name
 from .resources import IndexDatabaseResource, ObjectStoreResource
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -41,6 +42,7 @@ def run_request(batch: Batch) -> dg.RunRequest:
         tags |= {RANGE_START: batch.first_day.isoformat(), RANGE_END: batch.last_day.isoformat()}
     return dg.RunRequest(
         run_key=batch.run_key,
+        job_name=index_job_name(batch.entity_key),
         asset_selection=[ekey, latest_asset_key(batch.entity_key)],
         partition_key=partition_key,
         run_config=config,
@@ -65,7 +67,7 @@ def _run_state(instance: dg.DagsterInstance):
 
 def build_bucket_sensor(
     registry: Registry,
-    targets: Sequence[dg.AssetsDefinition],
+    jobs: Sequence[dg.UnresolvedAssetJobDefinition],
     *,
     interval: int | None = None,
     settings: ScanSettings | None = None,
@@ -81,7 +83,7 @@ def build_bucket_sensor(
         name="bucket_sensor",
         minimum_interval_seconds=interval,
         default_status=default_status,
-        target=list(targets),
+        jobs=list(jobs),
         description=f"Indexes new, changed and deleted parquet objects ({mode}).",
     )
     def bucket_sensor(
