@@ -98,10 +98,11 @@ class Servers:
         registry = parse_registry(data.registry_dict(bucket))
         return bucket, IndexDb(self.url, f"bench_{suffix}"), registry
 
-    def psql(self, query: str, *params) -> list[tuple]:
+    def psql(self, query: str, *params, url: str | None = None) -> list[tuple]:
+        """A statement in the server's default database, or in the one `url` names."""
         import psycopg
 
-        with psycopg.connect(conninfo(self.url), autocommit=True) as conn:
+        with psycopg.connect(conninfo(url or self.url), autocommit=True) as conn:
             cur = conn.execute(query, params)
             return cur.fetchall() if cur.description else []
 

@@ -201,13 +201,7 @@ class Index:
 
     def psql(self, query: str, *params) -> list[tuple]:
         """A statement in the index's database (not the server's default one)."""
-        import psycopg
-
-        from fes_assets.core.storage.database import conninfo
-
-        with psycopg.connect(conninfo(self.url), autocommit=True) as conn:
-            cur = conn.execute(query, params)
-            return cur.fetchall() if cur.description else []
+        return self.servers.psql(query, *params, url=self.url)
 
     def backfill(self, cache_bytes: int | None = None) -> dict:
         spec = self.spec(_first_day(self.years), LAST_DAY)
