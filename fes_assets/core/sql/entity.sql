@@ -20,8 +20,8 @@ CREATE INDEX IF NOT EXISTS {rows_time_index} ON {schema}.{rows}
     USING brin (feature_table_id, event_timestamp, file_id) WITH (pages_per_range = 8);
 DROP INDEX IF EXISTS {schema}.{old_rows_time_index};
 -- No btree on the ids: it cost more than half of every load's time, and latest no longer needs
--- it (appends reach latest as candidates; only removals recompute, by one scan). Indexes made
--- by earlier releases are dropped.
+-- it (appends reach latest as candidates; only removals recompute, from the months the trail
+-- names). Indexes made by earlier releases are dropped.
 DROP INDEX IF EXISTS {schema}.{rows_id_index};
 
 -- name: create_latest
@@ -46,6 +46,32 @@ ALTER TABLE {schema}.{changes}
     ADD COLUMN IF NOT EXISTS event_timestamp timestamptz,
     ADD COLUMN IF NOT EXISTS created_timestamp timestamptz,
     ADD COLUMN IF NOT EXISTS file_id bigint;
+
+-- name: create_trail
+-- The months each id has rows in: written with every day's rows, pruned by the recompute when
+-- it finds a month without the id's rows any more. An id whose latest row went is then read
+-- from its own months, not from every month of the history.
+CREATE TABLE IF NOT EXISTS {schema}.{trail} (
+    {id_columns},
+    feature_table_id smallint NOT NULL,
+    month date NOT NULL,
+    PRIMARY KEY (feature_table_id, {id_list}, month)
+);
+
+-- name: trail_of_partition
+-- An index of an earlier release gets its trail from what it holds, a partition at a time.
+INSERT INTO {schema}.{trail} ({id_list}, feature_table_id, month)
+SELECT DISTINCT {id_list}, feature_table_id, %(month)s::date FROM {schema}.{partition}
+ON CONFLICT DO NOTHING;
+
+-- name: trail_of_files
+-- The ids of the rows a day just loaded, read back (in memory still) by the files they came
+-- from; an id and month already known cost one index probe.
+INSERT INTO {schema}.{trail} ({id_list}, feature_table_id, month)
+SELECT DISTINCT {id_list}, feature_table_id, %(month)s::date FROM {schema}.{partition}
+WHERE event_timestamp >= %(day_start)s AND event_timestamp < %(day_end)s
+  AND file_id BETWEEN %(lowest)s AND %(highest)s AND file_id = ANY(%(files)s)
+ON CONFLICT DO NOTHING;
 
 -- name: create_view
 -- What users select: `entity_<key>` over the history, `latest_<key>` over latest rows.
@@ -171,9 +197,23 @@ WHERE l.feature_table_id = c.feature_table_id AND {l_eq_c};
 
 -- name: latest_unresolved
 CREATE TEMP TABLE fes_unresolved ON COMMIT DROP AS SELECT * FROM fes_marked;
+ANALYZE fes_unresolved;
+
+-- name: latest_next_month
+-- The newest month before %(before)s that the trail gives any unresolved id.
+SELECT max(t.month) AS month
+FROM {schema}.{trail} t
+JOIN fes_unresolved c ON t.feature_table_id = c.feature_table_id AND {t_eq_c}
+WHERE t.month < %(before)s;
+
+-- name: latest_prune_trail
+-- Ids still unresolved once their month was read have no rows in it any more.
+DELETE FROM {schema}.{trail} t USING fes_unresolved c
+WHERE t.month = %(month)s AND t.feature_table_id = c.feature_table_id AND {t_eq_c};
 
 -- name: latest_partitions
--- Each storage partition; the caller walks them newest first.
+-- Each storage partition (a month, or a day of a release before months); the caller reads
+-- those of the months the trail names.
 SELECT c.relname AS name
 FROM pg_inherits i
 JOIN pg_class c ON c.oid = i.inhrelid
@@ -182,16 +222,21 @@ JOIN pg_namespace n ON n.oid = p.relnamespace
 WHERE n.nspname = %(schema)s AND p.relname = %(rows)s;
 
 -- name: latest_recompute_marked
--- One partition's rows of the ids still unresolved. Ties: the newest created_timestamp, then the
--- greatest path (byte order, as everywhere).
+-- One month's rows of the ids still unresolved ({month_rows}: its partition, or with the day
+-- partitions of a release before months, all of them). Ties: the newest created_timestamp,
+-- then the greatest path (byte order, as everywhere).
 INSERT INTO {schema}.{latest_table} ({id_list}, feature_table_id, event_timestamp, created_timestamp, file_id)
 SELECT DISTINCT ON (r.feature_table_id, {r_ids})
        {r_ids}, r.feature_table_id, r.event_timestamp, r.created_timestamp, r.file_id
-FROM {schema}.{partition} r
+FROM {month_rows} r
 JOIN fes_unresolved c ON c.feature_table_id = r.feature_table_id AND {r_eq_c}
 JOIN {schema}.files f ON f.id = r.file_id
 ORDER BY r.feature_table_id, {r_ids}, r.event_timestamp DESC,
          r.created_timestamp DESC NULLS LAST, ('s3://' || f.bucket || '/' || f.key) COLLATE "C" DESC;
+
+-- name: month_part
+-- One partition of a month read by a recompute, joined with UNION ALL to the month's others.
+SELECT * FROM {schema}.{partition}
 
 -- name: latest_resolved
 DELETE FROM fes_unresolved c USING {schema}.{latest_table} l
@@ -236,6 +281,9 @@ DELETE FROM {schema}.{rows} WHERE feature_table_id = %(feature_table_id)s;
 
 -- name: prune_changes
 DELETE FROM {schema}.{changes} WHERE feature_table_id = %(feature_table_id)s;
+
+-- name: prune_trail
+DELETE FROM {schema}.{trail} WHERE feature_table_id = %(feature_table_id)s;
 
 -- name: legacy_day_partitions
 -- Day-sized partitions of releases before monthly storage, oldest first.

@@ -47,6 +47,7 @@ def prune_feature_table(db: IndexDb, registry: Registry, name: str, entity_key: 
         params = {"feature_table_id": row["id"], "name": name}
         removed = conn.execute(template("entity", "prune_rows", **parts), params).rowcount
         conn.execute(template("entity", "prune_changes", **parts), params)
+        conn.execute(template("entity", "prune_trail", **parts), params)
         conn.execute(template("admin", "prune_latest", **parts), params)
         conn.execute(db.statement("admin", "prune_file_days"), params)
         conn.execute(db.statement("admin", "prune_files"), params)
@@ -63,7 +64,7 @@ def reset_entity(db: IndexDb, key: str) -> None:
         forget_layout(db, conn)
         for view in (names.entity_view, names.latest_view):
             conn.execute(db.statement("admin", "drop_view", view=sql.Identifier(view)))
-        for table in (names.rows, names.latest_table, names.changes):
+        for table in (names.rows, names.latest_table, names.changes, names.trail):
             conn.execute(db.statement("admin", "drop_table", table=sql.Identifier(table)))
         stored = stored_entity_keys(db, conn)
         if stored:

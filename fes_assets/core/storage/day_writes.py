@@ -180,7 +180,30 @@ def replace_day(
         with conn.cursor().copy(template("entity", "copy_changes", **parts)) as copy:
             for piece in copy_encoding.iter_encode(day_rows.candidates):
                 copy.write(piece)
+        _extend_trail(conn, parts, day, day_rows)
     return day_rows.rows
+
+
+def _extend_trail(
+    conn: psycopg.Connection, parts: dict[str, sql.Composable], day: date, day_rows: DayRows
+) -> None:
+    """Give the loaded ids the day's month in the trail, in the day's transaction: the
+    recompute reads only the months the trail names."""
+    files = pc.unique(day_rows.ordered["file_id"]).to_pylist()
+    start, end = day_bounds(day)
+    conn.execute(template("entity", "prefer_brin"))
+    conn.execute(
+        template("entity", "trail_of_files", **parts),
+        {
+            "month": day.replace(day=1),
+            "day_start": start,
+            "day_end": end,
+            "files": files,
+            "lowest": min(files),
+            "highest": max(files),
+        },
+    )
+    conn.execute(template("entity", "planner_defaults"))
 
 
 def summarize_day(db: IndexDb, names: EntityNames, day: date) -> None:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import psycopg
 from psycopg import sql
@@ -11,7 +11,7 @@ from psycopg import sql
 from ..clock import FUTURE_TOLERANCE
 from ..sql_templates import template
 from .database import IndexDb
-from .names import EntityNames
+from .names import EntityNames, partition_month
 
 
 def catch_up_latest(db: IndexDb, names: EntityNames, now: datetime) -> dict[str, int]:
@@ -47,28 +47,43 @@ def catch_up_latest_in(
 
 
 def _recompute_marked(conn: psycopg.Connection, names: EntityNames, marked: int) -> int:
-    """Latest rows for the marked ids from history, newest partition first, stopping once
-    every id is found: a rebuilt recent day resolves its ids in the first partition instead of
-    a join over the whole history."""
+    """Latest rows for the marked ids from history, reading only the months the trail gives
+    them, newest first, and stopping once every id is found: a rebuilt recent day resolves in
+    its own month, and an id whose every row went reads the months it had rows in. A month
+    read without an id's rows leaves the id's trail."""
     conn.execute(template("entity", "latest_unresolved"))
-    found_partitions = conn.execute(
+    by_month: dict[date, list[str]] = {}
+    for row in conn.execute(
         template("entity", "latest_partitions"), {"schema": names.schema, "rows": names.rows}
-    ).fetchall()
+    ):
+        by_month.setdefault(partition_month(row["name"]), []).append(row["name"])
     written, remaining = 0, marked
-    for name in sorted((r["name"] for r in found_partitions), key=_partition_start, reverse=True):
-        if not remaining:
+    before = date.max
+    while remaining:
+        month = conn.execute(
+            template("entity", "latest_next_month", **names.parts()), {"before": before}
+        ).fetchone()["month"]
+        if month is None:
             break
-        parts = names.parts(partition=sql.Identifier(name))
-        found = conn.execute(template("entity", "latest_recompute_marked", **parts)).rowcount
-        if found:
-            conn.execute(template("entity", "latest_resolved", **parts))
-            written += found
-            remaining -= found
+        partitions = by_month.get(month)
+        if partitions:
+            parts = names.parts(month_rows=_union(names, partitions))
+            found = conn.execute(template("entity", "latest_recompute_marked", **parts)).rowcount
+            if found:
+                conn.execute(template("entity", "latest_resolved", **parts))
+                written += found
+                remaining -= found
+        conn.execute(template("entity", "latest_prune_trail", **names.parts()), {"month": month})
+        before = month
     return written
 
 
-def _partition_start(name: str) -> str:
-    """A partition's first day as YYYYMMDD, from its name: months (`_YYYYMM`) and the days of
-    indexes not yet moved to months (`_YYYYMMDD`) order together."""
-    suffix = name.rpartition("_")[2]
-    return suffix if len(suffix) == 8 else f"{suffix}01"
+def _union(names: EntityNames, partitions: list[str]) -> sql.Composable:
+    """The rows of a month's partitions as one relation."""
+    if len(partitions) == 1:
+        return sql.Identifier(names.schema, partitions[0])
+    selects = sql.SQL(" UNION ALL ").join(
+        template("entity", "month_part", **names.parts(partition=sql.Identifier(p)))
+        for p in partitions
+    )
+    return sql.SQL("({})").format(selects)

@@ -45,6 +45,12 @@ class EntityNames:
     def changes(self) -> str:
         return f"_c_{self.key}"
 
+    @property
+    def trail(self) -> str:
+        """The months each id has rows in (or had: a superset), so a latest recompute reads
+        those months only."""
+        return f"_t_{self.key}"
+
     def partition(self, day: date) -> str:
         """The storage partition holding `day`: one a month, so decades stay a few hundred
         relations (a query locks every partition it may read)."""
@@ -67,6 +73,7 @@ class EntityNames:
             "rows": sql.Identifier(self.rows),
             "latest_table": sql.Identifier(self.latest_table),
             "changes": sql.Identifier(self.changes),
+            "trail": sql.Identifier(self.trail),
             "entity_view": sql.Identifier(self.entity_view),
             "latest_view": sql.Identifier(self.latest_view),
             "rows_time_index": sql.Identifier(f"{self.rows}_brin"),
@@ -83,8 +90,16 @@ class EntityNames:
             "l_eq_c": equal("l", "c"),
             "r_eq_c": equal("r", "c"),
             "m_eq_c": equal("m", "c"),
+            "t_eq_c": equal("t", "c"),
             "g_ids": qualified("g"),
             "l_eq_g": equal("l", "g"),
             "c_eq_g": equal("c", "g"),
             **extra,
         }
+
+
+def partition_month(name: str) -> date:
+    """The first day of the month a storage partition lies in, from its name: months
+    (`_YYYYMM`), and days (`_YYYYMMDD`) of indexes not yet moved to months."""
+    suffix = name.rpartition("_")[2]
+    return date(int(suffix[:4]), int(suffix[4:6]), 1)

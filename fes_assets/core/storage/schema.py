@@ -16,12 +16,12 @@ from ..errors import IndexSchemaError
 from ..registry import Registry
 from ..sql_templates import template
 from .database import IndexDb
-from .names import EntityNames
+from .names import EntityNames, partition_month
 
 SCHEMA_VERSION = 1
 # Bumped when storage DDL changes in a way the same schema version can read: a new revision
 # makes the next run apply the DDL (and its upgrades) once.
-STORAGE_REVISION = 5
+STORAGE_REVISION = 6
 _SHARED_TABLES = (
     "create_meta",
     "create_feature_tables",
@@ -29,7 +29,7 @@ _SHARED_TABLES = (
     "create_file_days",
     "create_jobs",
 )
-_ENTITY_STORAGE = ("create_rows", "create_latest", "create_changes")
+_ENTITY_STORAGE = ("create_rows", "create_latest", "create_changes", "create_trail")
 
 
 def layout_fingerprint(registry: Registry) -> str:
@@ -159,6 +159,11 @@ def _move_days_to_months(db: IndexDb, names: EntityNames) -> None:
             for day in batch:
                 parts = names.parts(partition=sql.Identifier(day), month=target)
                 conn.execute(template("entity", "move_day_rows", **parts))
+            if _exists(conn, names.schema, names.trail):
+                conn.execute(
+                    template("entity", "trail_of_partition", **names.parts(partition=target)),
+                    {"month": first},
+                )
             conn.execute(template("entity", "attach_lock_timeout"))
             for day in batch:
                 parts = names.parts(partition=sql.Identifier(day))
@@ -167,14 +172,35 @@ def _move_days_to_months(db: IndexDb, names: EntityNames) -> None:
             _attach_month(conn, names, first)
     with db.connect() as conn, conn.transaction():
         db.lock(conn, "schema")
-        exists = conn.execute(
-            template("entity", "storage_exists"),
-            {"rows": sql.Identifier(names.schema, names.rows).as_string(None)},
-        ).fetchone()["found"]
-        if exists:
+        if _exists(conn, names.schema, names.rows):
             # Per entity key and before the schema's DDL: the index is built on every month of
             # the key, a few hundred locks, which one transaction over all keys might not fit.
             conn.execute(template("entity", "create_brin", **names.parts()))
+            if not _exists(conn, names.schema, names.trail):
+                _build_trail(db, conn, names)
+
+
+def _build_trail(db: IndexDb, conn: psycopg.Connection, names: EntityNames) -> None:
+    """The trail of an index made before it, from every partition. The layout is forgotten in
+    the same transaction: a run of the earlier release still under way refuses its next day
+    (see `ensure_layout`) instead of writing rows the trail would not know."""
+    forget_layout(db, conn)
+    conn.execute(template("entity", "create_trail", **names.parts()))
+    where = {"schema": names.schema, "rows": names.rows}
+    for row in conn.execute(template("entity", "latest_partitions"), where).fetchall():
+        conn.execute(
+            template(
+                "entity", "trail_of_partition", **names.parts(partition=sql.Identifier(row["name"]))
+            ),
+            {"month": partition_month(row["name"])},
+        )
+
+
+def _exists(conn: psycopg.Connection, schema: str, table: str) -> bool:
+    qualified = sql.Identifier(schema, table).as_string(None)
+    return conn.execute(template("entity", "storage_exists"), {"rows": qualified}).fetchone()[
+        "found"
+    ]
 
 
 def _check_meta(
@@ -225,7 +251,7 @@ def _take_in_table_changes(
             old = EntityNames.of(db.schema, row["entity_key"], stored_types[row["entity_key"]])
             parts = old.parts()
             purge = {"feature_table_id": row["id"], "name": ft.name}
-            for statement in ("prune_rows", "prune_changes"):
+            for statement in ("prune_rows", "prune_changes", "prune_trail"):
                 conn.execute(template("entity", statement, **parts), purge)
             conn.execute(template("admin", "prune_latest", **parts), purge)
             conn.execute(db.statement("admin", "prune_file_days"), purge)
