@@ -1,6 +1,7 @@
 """Finding bucket changes and cataloguing them, with a cursor that keeps a tick's cost in line
 with what is new: a steady listing after the last key seen per prefix, a full reconcile pass
-(overwrites, deletes, out-of-order keys) spread over ticks, or MinIO's notification table."""
+(overwrites, deletes, out-of-order keys) spread over ticks, MinIO's notification table, or S3
+event notifications in an SQS queue."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from . import pause_points
 from .catalogue import Catalog, CatalogChanges
 from .days import day_start, partitions_end
 from .errors import FesError
+from .event_queue import EventQueue, QueueMessage
 from .object_store import ObjectInfo, ObjectStore
 from .registry import FeatureTable, Registry
 from .sql_templates import template
@@ -40,6 +42,7 @@ class ScanCursor:
     events: list | None = None  # [event_time, sequencer] of the newest event read
     events_seen: list = field(default_factory=list)  # [time, sequencer] read in the window
     tables: dict[str, str] = field(default_factory=dict)  # feature table -> digest of spec
+    lag_reported: dict[str, list] = field(default_factory=dict)  # key -> [passed, epoch s]
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
@@ -61,6 +64,9 @@ class ScanSettings:
     events_table: str | None = None  # MinIO's `schema.table` (format access) = event mode
     events_url: str | None = None
     events_lookback: float = 600.0  # seconds of events read again for late commits
+    sqs_queue_url: str | None = None  # S3 event notifications in this queue = SQS event mode
+    sqs_endpoint_url: str | None = None
+    sqs_wait_seconds: int = 1  # the first receive of a tick long-polls this long
 
 
 @dataclass
@@ -106,7 +112,9 @@ class BucketScanner:
         cursor.today = today
         self._relist_changed_tables(cursor)
         try:
-            if self.settings.events_table:
+            if self.settings.sqs_queue_url:
+                self._read_queue(result)
+            elif self.settings.events_table:
                 self._read_events(cursor, result)
             else:
                 self._steady(cursor, result)
@@ -262,6 +270,42 @@ class BucketScanner:
             self.catalog.mark_deleted(gone)
         result.changes.deleted.extend(gone)
 
+    # --- S3 event notifications in SQS ------------------------------------------------------
+
+    def _read_queue(self, result: ScanResult) -> None:
+        """Apply the queue's messages until it is empty or the tick's budget is spent. A
+        message is deleted once its records are catalogued (a corrupt object is catalogued as
+        failed); an error leaves it, and those after it, to reappear after the visibility
+        timeout."""
+        queue = EventQueue(
+            self.store.settings, self.settings.sqs_queue_url, self.settings.sqs_endpoint_url
+        )
+        wait = self.settings.sqs_wait_seconds
+        while True:
+            messages = queue.receive(wait_seconds=wait)
+            wait = 0
+            if not messages:
+                return
+            done: list[QueueMessage] = []
+            try:
+                for message in messages:
+                    if self._out_of_time():
+                        raise _Budget
+                    if message.unreadable:
+                        result.changes.errors[f"sqs message {message.receipt[:16]}…"] = (
+                            f"not an S3 event notification: {message.unreadable}; deleted"
+                        )
+                    for record in message.records:
+                        self._apply_event(record, result)
+                    done.append(message)
+                    result.events += 1
+                    self._progress += 1
+            except _Budget:
+                queue.release(messages[len(done) :])
+                raise
+            finally:
+                queue.delete(done)
+
     # --- MinIO notification table -----------------------------------------------------------
 
     def _read_events(self, cursor: ScanCursor, result: ScanResult) -> None:
@@ -316,7 +360,7 @@ class BucketScanner:
         raw_key = s3.get("object", {}).get("key")
         if not bucket or raw_key is None:
             return
-        key = unquote_plus(raw_key)  # MinIO escapes keys as Go's url.QueryEscape does
+        key = unquote_plus(raw_key)  # S3 and MinIO escape keys as form values ('+': space)
         if not self.registry.tables_for(bucket, key):
             return
         # The event says where to look; the object's current state is what counts, so a

@@ -96,6 +96,9 @@ class SensorSettings:
     reconcile_interval: float = 600.0
     events_table: str | None = None
     events_url: str | None = None
+    sqs_queue_url: str | None = None
+    sqs_endpoint_url: str | None = None
+    max_lag: float = 600.0
 
 
 _SENSOR_VARIABLES = {
@@ -105,6 +108,9 @@ _SENSOR_VARIABLES = {
     "reconcile_interval": lambda: float(_number("FES_RECONCILE_INTERVAL_SECONDS", "600", float)),
     "events_table": lambda: env("FES_MINIO_EVENTS_TABLE"),
     "events_url": lambda: env("FES_MINIO_EVENTS_URL"),
+    "sqs_queue_url": lambda: env("FES_SQS_QUEUE_URL"),
+    "sqs_endpoint_url": lambda: env("FES_SQS_ENDPOINT_URL"),
+    "max_lag": lambda: float(_number("FES_MAX_LAG_SECONDS", "600", float)),
 }
 
 

@@ -66,6 +66,12 @@ class EntityIndexComponent(dg.Component, dg.Model, dg.Resolvable):
     `FES_MINIO_EVENTS_TABLE`."""
     minio_events_url_env: str | None = None
     """The variable holding the URL of the database with that table; unset: the index's."""
+    sqs_queue_url: str | None = None
+    """The SQS queue receiving the bucket's S3 event notifications (SQS event mode); unset:
+    `FES_SQS_QUEUE_URL`."""
+    sqs_endpoint_url: str | None = None
+    """The SQS endpoint where it is not AWS's for the queue's region; unset:
+    `FES_SQS_ENDPOINT_URL`."""
 
     def sensor_settings(self) -> SensorSettings:
         chosen = sensor_settings(
@@ -74,6 +80,8 @@ class EntityIndexComponent(dg.Component, dg.Model, dg.Resolvable):
             max_objects=self.sensor_max_objects_per_tick,
             reconcile_interval=self.reconcile_interval_seconds,
             events_table=self.minio_events_table,
+            sqs_queue_url=self.sqs_queue_url,
+            sqs_endpoint_url=self.sqs_endpoint_url,
         )
         if self.minio_events_url_env is None:
             return chosen
