@@ -206,7 +206,7 @@ class Lab:
         )
 
     # the sensor, as the daemon would drive it
-    def sensor(self, **settings: Any) -> dg.SensorDefinition:
+    def sensor(self, max_lag: float = 600.0, **settings: Any) -> dg.SensorDefinition:
         assert self.registry is not None
         settings.setdefault("reconcile_interval", 0)
         return build_bucket_sensor(
@@ -214,6 +214,7 @@ class Lab:
             build_index_jobs(self.registry),
             interval=1,
             settings=ScanSettings(**settings),
+            max_lag=max_lag,
         )
 
     def tick(self, sensor: dg.SensorDefinition) -> dg.SensorResult:

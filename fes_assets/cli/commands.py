@@ -72,13 +72,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not tables:
         print("no files catalogued yet")
         return 0
+    lags = catalog.lag_by_table()
     head = f"{'feature table':28} {'indexed':>8} {'pending':>8} {'failed':>7} {'deleted':>8} "
-    print(head + f"{'lagging':>8}  last indexed")
+    print(head + f"{'lagging':>8} {'lag':>8}  last indexed")
     for t in tables:
         last = t["last_indexed"].strftime("%Y-%m-%d %H:%M:%S UTC") if t["last_indexed"] else "-"
+        lag = lags.get(t["feature_table"])
         print(
             f"{t['feature_table']:28} {t['indexed']:>8} {t['pending']:>8} {t['failed']:>7} "
-            f"{t['deleted']:>8} {t['lagging']:>8}  {last}"
+            f"{t['deleted']:>8} {t['lagging']:>8} {_seconds(lag.seconds) if lag else '-':>8}  "
+            f"{last}"
+        )
+    limit = settings.sensor_settings().max_lag
+    late = {name: lag for name, lag in lags.items() if lag.seconds > limit}
+    for name, lag in sorted(late.items()):
+        print(
+            f"{name}: the oldest of {lag.waiting} catalogued change(s) has waited "
+            f"{_seconds(lag.seconds)}, more than FES_MAX_LAG_SECONDS ({limit:g} s)"
         )
     if files:
         print("\nfiles waiting or failed:")
@@ -90,6 +100,16 @@ def cmd_status(args: argparse.Namespace) -> int:
             )
             print(f"  {f.path} [{f.feature_table}] {what}")
     return 0
+
+
+def _seconds(seconds: float) -> str:
+    """A wait, short: 42s, 3m05s, 2h07m."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
@@ -217,7 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="file to write (default: CSV on standard output)")
     p.set_defaults(func=cmd_entities)
 
-    p = sub.add_parser("status", help="pending, failed and lagging files per feature table")
+    p = sub.add_parser(
+        "status",
+        help="pending, failed and lagging files per feature table, and how long changes wait",
+    )
     p.add_argument("--limit", type=int, default=50, help="files listed at most")
     p.set_defaults(func=cmd_status)
 

@@ -232,6 +232,15 @@ def describe_current(
     return None
 
 
+@dataclass(frozen=True)
+class IndexLag:
+    """Changes catalogued but not yet applied to the index, and the oldest one's wait."""
+
+    seconds: float
+    waiting: int
+    oldest: datetime | None
+
+
 @dataclass
 class CatalogChanges:
     new: list[int] = field(default_factory=list)
@@ -593,6 +602,27 @@ class Catalog:
 
     def lagging_files(self, limit: int) -> list[FileRow]:
         return self._rows("lagging_files", {"limit": limit})
+
+    def lag_by_table(self) -> dict[str, IndexLag]:
+        """Feature tables with changes catalogued but not applied: how many, and how long the
+        oldest has waited."""
+        return {
+            r["feature_table"]: IndexLag(max(0.0, r["waited"]), r["waiting"], r["oldest"])
+            for r in self._run("oldest_unapplied")
+        }
+
+    def lag_by_key(self, tables_by_key: dict[str, list[str]]) -> dict[str, IndexLag]:
+        """`lag_by_table` per entity key (-> its feature tables)."""
+        by_table = self.lag_by_table()
+        lags = {}
+        for key, tables in tables_by_key.items():
+            mine = [by_table[t] for t in tables if t in by_table]
+            lags[key] = IndexLag(
+                seconds=max((lag.seconds for lag in mine), default=0.0),
+                waiting=sum(lag.waiting for lag in mine),
+                oldest=min((lag.oldest for lag in mine if lag.oldest), default=None),
+            )
+        return lags
 
     # --- jobs -------------------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ import dagster as dg
 from ..core import settings
 from ..core.registry import Registry, load_registry
 from ..core.settings import SensorSettings, sensor_settings
-from .assets import build_assets
+from .assets import build_assets, latest_asset_key
+from .checks import build_lag_check
 from .jobs import build_index_jobs
 from .resources import (
     INDEX_DB_KEY,
@@ -56,8 +57,13 @@ def build_definitions(
     jobs = build_index_jobs(registry)
     # Stopped unless asked otherwise (the demo sets FES_SENSOR_RUNNING=1): start it in the UI.
     status = dg.DefaultSensorStatus.RUNNING if sensor.running else dg.DefaultSensorStatus.STOPPED
+    lag_checks = [
+        build_lag_check(latest_asset_key(key), key, [t.name for t in tables], sensor.max_lag)
+        for key, tables in registry.by_entity_key().items()
+    ]
     return dg.Definitions(
         assets=assets,
+        asset_checks=lag_checks,
         jobs=jobs,
         sensors=[
             build_bucket_sensor(
@@ -66,6 +72,7 @@ def build_definitions(
                 interval=sensor.interval,
                 settings=scan_settings(sensor),
                 default_status=status,
+                max_lag=sensor.max_lag,
             )
         ],
         resources={

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import dagster as dg
 
 from ..core import clock
+from ..core.catalogue import Catalog
 from ..core.planning import Batch, Planner
 from ..core.registry import Registry
 from ..core.scanning import BucketScanner, ScanCursor, ScanSettings
 from ..core.settings import SensorSettings, sensor_settings
+from ..core.storage.database import IndexDb
+from . import checks
 from .assets import entity_asset_key, latest_asset_key
 from .jobs import index_job_name
 from .resources import IndexDatabaseResource, ObjectStoreResource
@@ -18,6 +22,7 @@ from .resources import IndexDatabaseResource, ObjectStoreResource
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 RUN_KEY_TAG = "dagster/run_key"
 TICK_LOCK_TIMEOUT = 10.0
+LAG_REPORT_SECONDS = 300.0
 
 
 def scan_settings(sensor: SensorSettings) -> ScanSettings:
@@ -27,6 +32,8 @@ def scan_settings(sensor: SensorSettings) -> ScanSettings:
         reconcile_interval=sensor.reconcile_interval,
         events_table=sensor.events_table,
         events_url=sensor.events_url,
+        sqs_queue_url=sensor.sqs_queue_url,
+        sqs_endpoint_url=sensor.sqs_endpoint_url,
     )
 
 
@@ -72,12 +79,20 @@ def build_bucket_sensor(
     interval: int | None = None,
     settings: ScanSettings | None = None,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
+    max_lag: float | None = None,
 ) -> dg.SensorDefinition:
-    if settings is None or interval is None:  # variables only for what the caller left unset
-        from_env = sensor_settings(interval=interval)
+    if settings is None or interval is None or max_lag is None:
+        # Variables only for what the caller left unset.
+        from_env = sensor_settings(interval=interval, max_lag=max_lag)
         settings = settings or scan_settings(from_env)
-        interval = from_env.interval
-    mode = f"MinIO events from {settings.events_table}" if settings.events_table else "listing"
+        interval, max_lag = from_env.interval, from_env.max_lag
+    if settings.sqs_queue_url:
+        mode = f"S3 event notifications from {settings.sqs_queue_url}"
+    elif settings.events_table:
+        mode = f"MinIO events from {settings.events_table}"
+    else:
+        mode = "listing"
+    events_mode = bool(settings.sqs_queue_url or settings.events_table)
 
     @dg.sensor(
         name="bucket_sensor",
@@ -104,7 +119,7 @@ def build_bucket_sensor(
         summary = (
             f"{scan.listed} listed, {scan.catalogued} catalogued: {len(ch.new)} new, "
             f"{len(ch.changed)} changed, {len(ch.deleted)} deleted, {len(ch.failed)} failed"
-            + (f"; {scan.events} event(s)" if settings.events_table else "")
+            + (f"; {scan.events} event(s)" if events_mode else "")
             + f"; reconcile {scan.reconcile}"
             + ("; more waits in the cursor" if scan.backlog else "")
             + (f"; {len(ch.in_flux)} in flux, left to reconcile" if ch.in_flux else "")
@@ -116,10 +131,33 @@ def build_bucket_sensor(
         for path, reason in ch.errors.items():
             context.log.warning(f"failed: {path}: {reason}")
         requests = [run_request(b) for b in plan.batches]
+        lag_events = _lag_reports(db, registry, scan.cursor, now, max_lag)
         if not requests:
             return dg.SensorResult(
-                cursor=scan.cursor.dumps(), skip_reason=f"nothing to index: {summary}"
+                cursor=scan.cursor.dumps(),
+                skip_reason=f"nothing to index: {summary}",
+                asset_events=lag_events,
             )
-        return dg.SensorResult(run_requests=requests, cursor=scan.cursor.dumps())
+        return dg.SensorResult(
+            run_requests=requests, cursor=scan.cursor.dumps(), asset_events=lag_events
+        )
 
     return bucket_sensor
+
+
+def _lag_reports(
+    db: IndexDb, registry: Registry, cursor: ScanCursor, now: datetime, max_lag: float
+) -> list[dg.AssetCheckEvaluation]:
+    """`index_lag` for each entity key whose result changed since the last report, or whose
+    last report is older than `LAG_REPORT_SECONDS`: the UI shows a lagging index while no run
+    happens, without an evaluation every tick."""
+    tables = {k: [t.name for t in fts] for k, fts in registry.by_entity_key().items()}
+    reports = []
+    for key, lag in Catalog(db).lag_by_key(tables).items():
+        fields = checks.lag_evaluation(latest_asset_key(key), lag, max_lag)
+        last = cursor.lag_reported.get(key)
+        stamp = now.timestamp()
+        if last is None or last[0] != fields["passed"] or stamp - last[1] >= LAG_REPORT_SECONDS:
+            reports.append(dg.AssetCheckEvaluation(**fields))
+            cursor.lag_reported[key] = [fields["passed"], stamp]
+    return reports

@@ -273,6 +273,16 @@ SELECT feature_table,
        max(indexed_at) AS last_indexed
 FROM {schema}.files GROUP BY feature_table ORDER BY feature_table;
 
+-- name: oldest_unapplied
+-- Changes catalogued but not applied yet, and when the oldest was catalogued: how far the index
+-- is behind the bucket, by the server's clock (the one `catalogued_at` is written with). A
+-- file's rows in a day still to come are not late.
+SELECT feature_table, min(catalogued_at) AS oldest, count(*) AS waiting,
+       extract(epoch FROM now() - min(catalogued_at))::float8 AS waited
+FROM {schema}.files
+WHERE applied_generation < generation
+GROUP BY feature_table;
+
 -- name: lagging_files
 SELECT bucket, key, feature_table, status, generation, applied_generation, attempt, error
 FROM {schema}.files
