@@ -315,3 +315,19 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
 
 def day(text: str) -> date:
     return date.fromisoformat(text)
+
+
+@pytest.fixture
+def env(lab, monkeypatch, tmp_path):
+    """The environment a user sets, pointing at the lab's servers and registry."""
+    lab.use_registry(drivers_registry())
+    monkeypatch.setenv("FES_PG_URL", lab.pg_url)
+    monkeypatch.setenv("FES_SCHEMA", lab.schema)
+    monkeypatch.setenv("FES_CONFIG", str(lab.write_registry(tmp_path)))
+    monkeypatch.setenv("FES_S3_ENDPOINT_URL", lab.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    (tmp_path / "dagster_home").mkdir()
+    monkeypatch.setenv("FES_DEMO_DIR", str(tmp_path / "no-demo"))
+    return lab

@@ -10,7 +10,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from fes_assets.cli import main as fes
-from fes_assets_tests.conftest import ACCESS_KEY, SECRET_KEY
 
 T0 = datetime(2021, 4, 1, tzinfo=UTC)
 TS = pa.timestamp("us", tz="UTC")
@@ -27,22 +26,6 @@ def drivers(ids, times) -> pa.Table:
     return pa.table(
         {"driver_id": pa.array(ids, pa.int64()), "event_timestamp": pa.array(times, TS)}
     )
-
-
-@pytest.fixture
-def env(lab, monkeypatch, tmp_path):
-    """The environment a user sets, pointing at the lab's servers and registry."""
-    lab.use_registry(DRIVERS)
-    monkeypatch.setenv("FES_PG_URL", lab.pg_url)
-    monkeypatch.setenv("FES_SCHEMA", lab.schema)
-    monkeypatch.setenv("FES_CONFIG", str(lab.write_registry(tmp_path)))
-    monkeypatch.setenv("FES_S3_ENDPOINT_URL", lab.endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    (tmp_path / "dagster_home").mkdir()
-    monkeypatch.setenv("FES_DEMO_DIR", str(tmp_path / "no-demo"))
-    return lab
 
 
 def test_entities_csv_parquet_and_options(env, capsys, tmp_path):

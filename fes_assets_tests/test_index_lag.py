@@ -10,7 +10,6 @@ from fes_assets.orchestration.assets import latest_asset_key
 from fes_assets.orchestration.checks import INDEX_LAG, build_lag_check
 from fes_assets.orchestration.resources import IndexDatabaseResource
 from fes_assets_tests.conftest import drivers, drivers_registry
-from fes_assets_tests.test_cli import env  # noqa: F401 (a fixture)
 
 
 def _lag_events(result: dg.SensorResult) -> list[dg.AssetCheckEvaluation]:

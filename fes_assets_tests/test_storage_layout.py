@@ -78,24 +78,24 @@ def test_removing_one_file_reads_its_rows_not_the_month_and_latest_recomputes_in
         conn.rollback()
 
 
-def test_ids_whose_every_row_went_are_recomputed_from_the_months_they_had_rows_in_only(lab):
-    lab.use_registry(drivers_registry())
-    for month in (1, 2, 3, 4):  # drivers 0..99 in every month
-        at = datetime(2021, month, 15, 6, tzinfo=UTC)
-        lab.put(f"d/2021-{month:02d}-15.parquet", drivers(list(range(100)), [at] * 100))
-    gone_ids = list(range(1000, 1200))  # found in one file of February only
-    gone_at = [datetime(2021, 2, 10, 6, tzinfo=UTC)] * len(gone_ids)
-    lab.put("d/2021-02-10-gone.parquet", drivers(gone_ids, gone_at))
-    result = lab.materialize("driver_id", ("2021-01-15", "2021-04-15"))
+def test_ids_whose_every_row_went_are_recomputed_from_the_years_they_had_rows_in_only(lab):
+    lab.use_registry(drivers_registry(), start="2020-01-01")
+    for day in ("2020-06-15", "2021-03-15", "2021-04-15"):  # drivers 0..99
+        at = datetime.fromisoformat(day).replace(hour=6, tzinfo=UTC)
+        lab.put(f"d/{day}.parquet", drivers(list(range(100)), [at] * 100))
+    gone_ids = list(range(1000, 1200))  # found in one file of February 2020 only
+    gone_at = [datetime(2020, 2, 10, 6, tzinfo=UTC)] * len(gone_ids)
+    lab.put("d/2020-02-10-gone.parquet", drivers(gone_ids, gone_at))
+    result = lab.materialize("driver_id", ("2020-02-10", "2021-04-15"))
     assert result.success, failure_message(result)
-    (file_id,) = lab.sql("SELECT id FROM files WHERE key = 'd/2021-02-10-gone.parquet'")[0]
-    trail = "SELECT month, count(*) FROM _t_driver_id GROUP BY month ORDER BY month"
-    assert [(m.month, n) for m, n in lab.sql(trail)] == [(1, 100), (2, 300), (3, 100), (4, 100)]
+    (file_id,) = lab.sql("SELECT id FROM files WHERE key = 'd/2020-02-10-gone.parquet'")[0]
+    trail = "SELECT year, count(*) FROM _t_driver_id GROUP BY year ORDER BY year"
+    assert lab.sql(trail) == [(2020, 300), (2021, 100)]
     names = EntityNames.of(lab.schema, "driver_id", NAMES_TYPES)
 
     with psycopg.connect(conninfo(lab.pg_url), row_factory=dict_row) as conn:
         conn.execute(f'SET search_path TO "{lab.schema}"')
-        replace_day(conn, names, date(2021, 2, 10), DayRows(0, None, None), file_ids=[file_id])
+        replace_day(conn, names, date(2020, 2, 10), DayRows(0, None, None), file_ids=[file_id])
         before = _touched(conn)
         stats = catch_up_latest_in(lab.db, conn, names, datetime.now(UTC))
         assert stats["recomputed_ids"] == len(gone_ids)
@@ -107,18 +107,16 @@ def test_ids_whose_every_row_went_are_recomputed_from_the_months_they_had_rows_i
             - before.get(name, {}).get("idx", 0)
             for name in after
         }
-        # February alone is read (its 100 remaining rows), not the newer months above it.
-        assert {name for name, n in read.items() if n} == {"_e_driver_id_202102"}, read
-        assert read["_e_driver_id_202102"] <= 300
+        # 2020 alone is read (its months' 100 remaining rows), not the newer year above it.
+        assert {name for name, n in read.items() if n} == {"_e_driver_id_202006"}, read
+        assert sum(read.values()) <= 100
         left = conn.execute(
             "SELECT count(*) AS n FROM _l_driver_id WHERE driver_id >= 1000"
         ).fetchone()
         assert left["n"] == 0
-        # February without them: the trail forgets them, so no later recompute reads it again.
-        months = conn.execute(
-            "SELECT DISTINCT month FROM _t_driver_id WHERE driver_id >= 1000"
-        ).fetchall()
-        assert months == []
+        # 2020 without them: the trail forgets them, so no later recompute reads it again.
+        years = conn.execute("SELECT year FROM _t_driver_id WHERE driver_id >= 1000").fetchall()
+        assert years == []
         conn.rollback()
 
 
@@ -176,9 +174,8 @@ def test_an_index_stored_by_day_moves_to_months_on_the_next_run_and_answers_the_
         r[0] for r in lab.sql("SELECT indexname FROM pg_indexes WHERE tablename = '_e_driver_id'")
     }
     assert indexes == {"_e_driver_id_brin"}
-    trail = lab.sql("SELECT driver_id, month FROM _t_driver_id ORDER BY 1, 2")
-    march, april = date(2021, 3, 1), date(2021, 4, 1)
-    assert trail == [(1, march), (2, march), (2, april), (3, april), (4, april), (5, april)]
+    trail = lab.sql("SELECT driver_id, year FROM _t_driver_id ORDER BY 1, 2")
+    assert trail == [(1, 2021), (2, 2021), (3, 2021), (4, 2021), (5, 2021)]
     window = entity_df(
         "driver_hourly_stats", "2021-04-01", "2021-04-03", url=lab.pg_url, schema=lab.schema
     )
@@ -252,5 +249,5 @@ def test_a_day_partition_made_by_an_earlier_release_during_the_upgrade_is_moved_
         (1, datetime(2021, 5, 1, 6, tzinfo=UTC)),
         (2, datetime(2021, 5, 2, 6, tzinfo=UTC)),
     ]
-    # The moved day's rows are in the trail: a recompute of driver 1 finds May.
-    assert (1, date(2021, 5, 1)) in lab.sql("SELECT driver_id, month FROM _t_driver_id")
+    # The moved day's rows are in the trail: a recompute of driver 1 reads 2021.
+    assert (1, 2021) in lab.sql("SELECT driver_id, year FROM _t_driver_id")

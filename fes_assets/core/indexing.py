@@ -36,6 +36,7 @@ from .storage.day_writes import (
 from .storage.latest import catch_up_latest
 from .storage.names import EntityNames
 from .storage.schema import ensure_schema
+from .storage.trail import TrailMemory
 
 CACHE_BYTES = 128 * 2**20
 # Called after each day a run commits, with (entity key, day, rows): a command line's progress
@@ -187,6 +188,7 @@ class EntityIndexer:
         # the only one handed to latest (see `NewestRows`).
         order = self._order = days[::-1]
         self._newest = NewestRows(self.names.join_keys)
+        self._trail = TrailMemory(self.names)
         self._markers: list[pa.Table] = []
         progress = _Every(PROGRESS_SECONDS)
         try:
@@ -273,12 +275,14 @@ class EntityIndexer:
         day = prepared.day
         pause_points.pause("day_ready", key=self.key, day=day)
         ensure_partition(self.db, self.names, day)
+        # All the rows read (a superset of those the day keeps): a trail may name more.
+        trail_ids = self._trail.new_ids(day, prepared.day_rows.ordered)
         with day_transaction(self.db, self.names, day, self.registry) as conn:
             pause_points.pause("day_locked", key=self.key, day=day)
             if listed is None:
-                written, day_rows = self._rebuild_day(conn, prepared)
+                written, day_rows = self._rebuild_day(conn, prepared, trail_ids)
             else:
-                written, day_rows = self._apply_changes(conn, prepared)
+                written, day_rows = self._apply_changes(conn, prepared, trail_ids)
             counts = rows_per_file(day_rows)
             if day_rows.markers is not None:
                 self._markers.append(day_rows.markers)
@@ -287,13 +291,16 @@ class EntityIndexer:
             )
             pause_points.pause("day_written", key=self.key, day=day)
         pause_points.pause("day_committed", key=self.key, day=day)
+        self._trail.committed(day, trail_ids)
         if day_rows.rows:
             summarize_day(self.db, self.names, day)
         if written:
             self.catalog.mark_indexed({i: prepared.read[i] for i in written})
         return day_rows.rows
 
-    def _rebuild_day(self, conn, prepared: _Prepared) -> tuple[list[int], DayRows]:
+    def _rebuild_day(
+        self, conn, prepared: _Prepared, trail_ids: pa.Table | None
+    ) -> tuple[list[int], DayRows]:
         """Under the day's lock: replace the day's rows of the entity key's feature tables
         with those read, but leave alone the live files this run did not read at their
         current generation (a sensor run indexed or will index them): a rebuild that listed
@@ -315,11 +322,14 @@ class EntityIndexer:
             day_rows,
             feature_table_ids=[self._table_ids[t] for t in tables],
             keep_file_ids=kept,
+            trail_ids=trail_ids,
         )
         self.catalog.forget_day_tables(conn, prepared.day, tables, kept)
         return written, day_rows
 
-    def _apply_changes(self, conn, prepared: _Prepared) -> tuple[list[int], DayRows]:
+    def _apply_changes(
+        self, conn, prepared: _Prepared, trail_ids: pa.Table | None
+    ) -> tuple[list[int], DayRows]:
         """Under the day's lock: replace the day's rows of the listed files that are still at
         the generation this run read; a file that changed since is left to the run of its new
         generation, which the planner requests."""
@@ -328,7 +338,7 @@ class EntityIndexer:
         current = [i for i, g in listed.items() if i in state and state[i].generation == g]
         written = [i for i in current if i in prepared.read and state[i].is_live]
         day_rows = without_files(prepared.day_rows, set(prepared.read) - set(written))
-        replace_day(conn, self.names, prepared.day, day_rows, file_ids=current)
+        replace_day(conn, self.names, prepared.day, day_rows, file_ids=current, trail_ids=trail_ids)
         self.catalog.forget_day_files(conn, prepared.day, current)
         return written, day_rows
 

@@ -20,7 +20,7 @@ CREATE INDEX IF NOT EXISTS {rows_time_index} ON {schema}.{rows}
     USING brin (feature_table_id, event_timestamp, file_id) WITH (pages_per_range = 8);
 DROP INDEX IF EXISTS {schema}.{old_rows_time_index};
 -- No btree on the ids: it cost more than half of every load's time, and latest no longer needs
--- it (appends reach latest as candidates; only removals recompute, from the months the trail
+-- it (appends reach latest as candidates; only removals recompute, from the years the trail
 -- names). Indexes made by earlier releases are dropped.
 DROP INDEX IF EXISTS {schema}.{rows_id_index};
 
@@ -48,29 +48,29 @@ ALTER TABLE {schema}.{changes}
     ADD COLUMN IF NOT EXISTS file_id bigint;
 
 -- name: create_trail
--- The months each id has rows in: written with every day's rows, pruned by the recompute when
--- it finds a month without the id's rows any more. An id whose latest row went is then read
--- from its own months, not from every month of the history.
+-- The years each id has rows in: written with every day's rows, pruned by the recompute when
+-- it reads a year without the id's rows any more. An id whose latest row went is then read
+-- from its own years, not from the whole history. Years, not months: a run adds an id once a
+-- year it writes (not once a month), which keeps the trail's upkeep a small share of a load
+-- even when most ids appear once a day or less.
 CREATE TABLE IF NOT EXISTS {schema}.{trail} (
     {id_columns},
     feature_table_id smallint NOT NULL,
-    month date NOT NULL,
-    PRIMARY KEY (feature_table_id, {id_list}, month)
+    year smallint NOT NULL,
+    PRIMARY KEY (feature_table_id, {id_list}, year)
 );
 
 -- name: trail_of_partition
 -- An index of an earlier release gets its trail from what it holds, a partition at a time.
-INSERT INTO {schema}.{trail} ({id_list}, feature_table_id, month)
-SELECT DISTINCT {id_list}, feature_table_id, %(month)s::date FROM {schema}.{partition}
+INSERT INTO {schema}.{trail} ({id_list}, feature_table_id, year)
+SELECT DISTINCT {id_list}, feature_table_id, %(year)s::smallint FROM {schema}.{partition}
 ON CONFLICT DO NOTHING;
 
--- name: trail_of_files
--- The ids of the rows a day just loaded, read back (in memory still) by the files they came
--- from; an id and month already known cost one index probe.
-INSERT INTO {schema}.{trail} ({id_list}, feature_table_id, month)
-SELECT DISTINCT {id_list}, feature_table_id, %(month)s::date FROM {schema}.{partition}
-WHERE event_timestamp >= %(day_start)s AND event_timestamp < %(day_end)s
-  AND file_id BETWEEN %(lowest)s AND %(highest)s AND file_id = ANY(%(files)s)
+-- name: trail_add
+-- A day's ids the run has not yet given this year ({arrays}: one array per join key, then the
+-- feature table ids); an id and year already known cost one index probe.
+INSERT INTO {schema}.{trail} ({id_list}, feature_table_id, year)
+SELECT *, %(year)s::smallint FROM unnest({arrays})
 ON CONFLICT DO NOTHING;
 
 -- name: create_view
@@ -199,21 +199,21 @@ WHERE l.feature_table_id = c.feature_table_id AND {l_eq_c};
 CREATE TEMP TABLE fes_unresolved ON COMMIT DROP AS SELECT * FROM fes_marked;
 ANALYZE fes_unresolved;
 
--- name: latest_next_month
--- The newest month before %(before)s that the trail gives any unresolved id.
-SELECT max(t.month) AS month
+-- name: latest_next_year
+-- The newest year before %(before)s that the trail gives any unresolved id.
+SELECT max(t.year) AS year
 FROM {schema}.{trail} t
 JOIN fes_unresolved c ON t.feature_table_id = c.feature_table_id AND {t_eq_c}
-WHERE t.month < %(before)s;
+WHERE t.year < %(before)s;
 
 -- name: latest_prune_trail
--- Ids still unresolved once their month was read have no rows in it any more.
+-- Ids still unresolved once every month of their year was read have no rows in it any more.
 DELETE FROM {schema}.{trail} t USING fes_unresolved c
-WHERE t.month = %(month)s AND t.feature_table_id = c.feature_table_id AND {t_eq_c};
+WHERE t.year = %(year)s AND t.feature_table_id = c.feature_table_id AND {t_eq_c};
 
 -- name: latest_partitions
 -- Each storage partition (a month, or a day of a release before months); the caller reads
--- those of the months the trail names.
+-- those of the years the trail names.
 SELECT c.relname AS name
 FROM pg_inherits i
 JOIN pg_class c ON c.oid = i.inhrelid

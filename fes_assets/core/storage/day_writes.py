@@ -22,6 +22,7 @@ from ..sql_templates import template
 from .database import IndexDb
 from .names import EntityNames
 from .schema import add_month_partition, ensure_layout, forget_layout
+from .trail import add_to_trail
 
 COPY_COLUMNS = ("feature_table_id", "event_timestamp", "created_timestamp", "file_id")
 
@@ -152,11 +153,13 @@ def replace_day(
     feature_table_ids: Sequence[int] | None = None,
     keep_file_ids: Sequence[int] = (),
     file_ids: Sequence[int] | None = None,
+    trail_ids: pa.Table | None = None,
 ) -> int:
     """Within `conn`'s day transaction: remove the day's rows of `feature_table_ids` but
     those of `keep_file_ids` (a rebuild) or the rows of `file_ids` (a change list), load the
     new rows, and leave latest its candidates and, where removed rows may have been an id's
-    latest, markers."""
+    latest, markers; `trail_ids` (see `TrailMemory.new_ids`) join the trail for the day's
+    year."""
     parts = names.parts(partition=sql.Identifier(names.partition(day)))
     if feature_table_ids is not None:
         removed = sql.SQL("feature_table_id = ANY(%(removed)s)")
@@ -180,30 +183,8 @@ def replace_day(
         with conn.cursor().copy(template("entity", "copy_changes", **parts)) as copy:
             for piece in copy_encoding.iter_encode(day_rows.candidates):
                 copy.write(piece)
-        _extend_trail(conn, parts, day, day_rows)
+    add_to_trail(conn, names, day, trail_ids)
     return day_rows.rows
-
-
-def _extend_trail(
-    conn: psycopg.Connection, parts: dict[str, sql.Composable], day: date, day_rows: DayRows
-) -> None:
-    """Give the loaded ids the day's month in the trail, in the day's transaction: the
-    recompute reads only the months the trail names."""
-    files = pc.unique(day_rows.ordered["file_id"]).to_pylist()
-    start, end = day_bounds(day)
-    conn.execute(template("entity", "prefer_brin"))
-    conn.execute(
-        template("entity", "trail_of_files", **parts),
-        {
-            "month": day.replace(day=1),
-            "day_start": start,
-            "day_end": end,
-            "files": files,
-            "lowest": min(files),
-            "highest": max(files),
-        },
-    )
-    conn.execute(template("entity", "planner_defaults"))
 
 
 def summarize_day(db: IndexDb, names: EntityNames, day: date) -> None:

@@ -47,10 +47,10 @@ def catch_up_latest_in(
 
 
 def _recompute_marked(conn: psycopg.Connection, names: EntityNames, marked: int) -> int:
-    """Latest rows for the marked ids from history, reading only the months the trail gives
-    them, newest first, and stopping once every id is found: a rebuilt recent day resolves in
-    its own month, and an id whose every row went reads the months it had rows in. A month
-    read without an id's rows leaves the id's trail."""
+    """Latest rows for the marked ids from history, reading only the years the trail gives
+    them, newest month first, and stopping once every id is found: a rebuilt recent day
+    resolves in its own month, and an id whose every row went reads the years it had rows in.
+    An id not found in a year it was given leaves the trail for that year."""
     conn.execute(template("entity", "latest_unresolved"))
     by_month: dict[date, list[str]] = {}
     for row in conn.execute(
@@ -58,23 +58,24 @@ def _recompute_marked(conn: psycopg.Connection, names: EntityNames, marked: int)
     ):
         by_month.setdefault(partition_month(row["name"]), []).append(row["name"])
     written, remaining = 0, marked
-    before = date.max
+    before = 32767
     while remaining:
-        month = conn.execute(
-            template("entity", "latest_next_month", **names.parts()), {"before": before}
-        ).fetchone()["month"]
-        if month is None:
+        year = conn.execute(
+            template("entity", "latest_next_year", **names.parts()), {"before": before}
+        ).fetchone()["year"]
+        if year is None:
             break
-        partitions = by_month.get(month)
-        if partitions:
-            parts = names.parts(month_rows=_union(names, partitions))
+        for month in sorted((m for m in by_month if m.year == year), reverse=True):
+            if not remaining:
+                break
+            parts = names.parts(month_rows=_union(names, by_month[month]))
             found = conn.execute(template("entity", "latest_recompute_marked", **parts)).rowcount
             if found:
                 conn.execute(template("entity", "latest_resolved", **parts))
                 written += found
                 remaining -= found
-        conn.execute(template("entity", "latest_prune_trail", **names.parts()), {"month": month})
-        before = month
+        conn.execute(template("entity", "latest_prune_trail", **names.parts()), {"year": year})
+        before = year
     return written
 
 

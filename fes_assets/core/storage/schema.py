@@ -162,7 +162,7 @@ def _move_days_to_months(db: IndexDb, names: EntityNames) -> None:
             if _exists(conn, names.schema, names.trail):
                 conn.execute(
                     template("entity", "trail_of_partition", **names.parts(partition=target)),
-                    {"month": first},
+                    {"year": first.year},
                 )
             conn.execute(template("entity", "attach_lock_timeout"))
             for day in batch:
@@ -192,7 +192,7 @@ def _build_trail(db: IndexDb, conn: psycopg.Connection, names: EntityNames) -> N
             template(
                 "entity", "trail_of_partition", **names.parts(partition=sql.Identifier(row["name"]))
             ),
-            {"month": partition_month(row["name"])},
+            {"year": partition_month(row["name"]).year},
         )
 
 
