@@ -20,6 +20,7 @@ from pathlib import Path
 import psutil
 
 from bench import measures, report
+from bench.freshness import freshness
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,12 @@ class Sizes:
     memory_bytes: int  # item 4
     backfill_rows: int  # item 5
     repeats: int
+    fresh_puts: int = 0  # item 6 (each mode's dagster dev takes a minute: not in tiny runs)
 
 
 TINY = Sizes("tiny", 20_000, 4, None, 0, (50,), 20_000, 4, 8 * 2**20, 3_000, 2)
 QUICK = Sizes(
-    "quick", 1_000_000, 20, None, 0, (1_000, 10_000), 1_000_000, 20, 256 * 2**20, 300_000, 5
+    "quick", 1_000_000, 20, None, 0, (1_000, 10_000), 1_000_000, 20, 256 * 2**20, 300_000, 5, 6
 )
 FULL = Sizes(
     "full",
@@ -53,6 +55,7 @@ FULL = Sizes(
     2 * 2**30,
     1_000_000,
     5,
+    12,
 )
 
 
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", type=int, help="item numbers to run")
     args = parser.parse_args(argv)
     sizes = FULL if args.full else TINY if args.tiny else QUICK
-    only = set(args.only or [1, 2, 3, 4, 5])
+    only = set(args.only or [1, 2, 3, 4, 5, 6])
     warnings.filterwarnings("ignore")
     # Stop the embedded servers on SIGTERM too (the default would skip the clean-up).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -109,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         if 5 in only:
             step(f"5. backfill, {sizes.backfill_rows:,} rows")
             results += measures.backfill(servers, sizes.backfill_rows, instance)
+        if 6 in only and sizes.fresh_puts:
+            step(f"6. freshness, {sizes.fresh_puts} puts a mode")
+            results += freshness(servers, sizes.fresh_puts)
     step("writing the report")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -58,6 +58,7 @@ def cmd_entities(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from ..core import clock
     from ..core.catalogue import Catalog
     from ..core.storage.admin import entity_keys_without_tables
 
@@ -72,7 +73,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not tables:
         print("no files catalogued yet")
         return 0
-    lags = catalog.lag_by_table()
+    lags = catalog.lag_by_table(clock.now())
     head = f"{'feature table':28} {'indexed':>8} {'pending':>8} {'failed':>7} {'deleted':>8} "
     print(head + f"{'lagging':>8} {'lag':>8}  last indexed")
     for t in tables:

@@ -603,17 +603,18 @@ class Catalog:
     def lagging_files(self, limit: int) -> list[FileRow]:
         return self._rows("lagging_files", {"limit": limit})
 
-    def lag_by_table(self) -> dict[str, IndexLag]:
-        """Feature tables with changes catalogued but not applied: how many, and how long the
-        oldest has waited."""
+    def lag_by_table(self, now: datetime) -> dict[str, IndexLag]:
+        """Feature tables with changes catalogued but not applied (or rows in a day opened
+        since): how many, and how long the oldest has waited."""
+        rows = self._run("oldest_unapplied", {"partitions_end": partitions_end(now), "now": now})
         return {
             r["feature_table"]: IndexLag(max(0.0, r["waited"]), r["waiting"], r["oldest"])
-            for r in self._run("oldest_unapplied")
+            for r in rows
         }
 
-    def lag_by_key(self, tables_by_key: dict[str, list[str]]) -> dict[str, IndexLag]:
+    def lag_by_key(self, tables_by_key: dict[str, list[str]], now: datetime) -> dict[str, IndexLag]:
         """`lag_by_table` per entity key (-> its feature tables)."""
-        by_table = self.lag_by_table()
+        by_table = self.lag_by_table(now)
         lags = {}
         for key, tables in tables_by_key.items():
             mine = [by_table[t] for t in tables if t in by_table]

@@ -44,11 +44,15 @@ class QueueMessage:
 
 
 def _region_of(queue_url: str) -> str | None:
-    """`sqs.<region>.amazonaws.com` names its region; other endpoints do not."""
-    host = urlparse(queue_url).hostname or ""
-    parts = host.split(".")
-    if len(parts) >= 4 and parts[0] == "sqs" and parts[-2:] == ["amazonaws", "com"]:
+    """The region an AWS queue URL names: `sqs.<region>.amazonaws.com[.cn]`, or the legacy
+    `<region>.queue.amazonaws.com`; None for other endpoints."""
+    parts = (urlparse(queue_url).hostname or "").split(".")
+    if "amazonaws" not in parts or len(parts) < 4:
+        return None
+    if parts[0] == "sqs":
         return parts[1]
+    if parts[1] == "queue":
+        return parts[0]
     return None
 
 

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from urllib.parse import unquote_plus
 
 import psycopg
+from botocore.exceptions import BotoCoreError, ClientError
 from psycopg import sql
 from psycopg.rows import dict_row
 
@@ -22,7 +23,7 @@ from .catalogue import Catalog, CatalogChanges
 from .days import day_start, partitions_end
 from .errors import FesError
 from .event_queue import EventQueue, QueueMessage
-from .object_store import ObjectInfo, ObjectStore
+from .object_store import ObjectInfo, ObjectStore, is_store_error
 from .registry import FeatureTable, Registry
 from .sql_templates import template
 from .storage.database import IndexDb, conninfo
@@ -111,15 +112,26 @@ class BucketScanner:
             self.catalog.settle_future_rows(self._all_tables(), self._end)
         cursor.today = today
         self._relist_changed_tables(cursor)
+        due = time.time() - cursor.last_reconcile >= self.settings.reconcile_interval
+        reconciling = cursor.reconcile is not None or due
         try:
             if self.settings.sqs_queue_url:
-                self._read_queue(result)
+                # A queue that never empties must not starve the reconcile pass, which heals
+                # what notifications missed and lists new tables: it keeps half the tick.
+                share = 0.5 if reconciling else 1.0
+                self._read_queue(
+                    result,
+                    time.monotonic() + share * self.settings.time_budget,
+                    keep_objects=int(self.settings.max_objects * (1 - share)),
+                )
             elif self.settings.events_table:
                 self._read_events(cursor, result)
             else:
                 self._steady(cursor, result)
-            due = time.time() - cursor.last_reconcile >= self.settings.reconcile_interval
-            if cursor.reconcile is not None or due:
+        except _Budget:
+            result.backlog = True
+        try:
+            if reconciling and not (result.backlog and not self.settings.sqs_queue_url):
                 self._reconcile(cursor, result)
         except _Budget:
             result.backlog = True
@@ -272,36 +284,49 @@ class BucketScanner:
 
     # --- S3 event notifications in SQS ------------------------------------------------------
 
-    def _read_queue(self, result: ScanResult) -> None:
-        """Apply the queue's messages until it is empty or the tick's budget is spent. A
-        message is deleted once its records are catalogued (a corrupt object is catalogued as
-        failed); an error leaves it, and those after it, to reappear after the visibility
-        timeout."""
+    def _read_queue(self, result: ScanResult, until: float, keep_objects: int = 0) -> None:
+        """Apply the queue's messages until it is empty, the clock reaches `until` or the
+        objects left to catalogue this tick are down to `keep_objects`. A message is deleted
+        once its records are catalogued (a corrupt object is catalogued as failed); messages
+        the budget left untouched are made visible again at once. An object-store error on
+        one message leaves it to reappear after the visibility timeout while the others go on;
+        any other error (the database's) ends the tick, leaving the rest likewise."""
         queue = EventQueue(
             self.store.settings, self.settings.sqs_queue_url, self.settings.sqs_endpoint_url
         )
         wait = self.settings.sqs_wait_seconds
         while True:
-            messages = queue.receive(wait_seconds=wait)
+            waiting = queue.receive(wait_seconds=wait)
             wait = 0
-            if not messages:
+            if not waiting:
                 return
             done: list[QueueMessage] = []
             try:
-                for message in messages:
-                    if self._out_of_time():
+                while waiting:
+                    spent = time.monotonic() > until or self._left <= keep_objects
+                    if self._out_of_time() or (self._progress and spent):
                         raise _Budget
+                    message = waiting[0]
+                    self._progress += 1
                     if message.unreadable:
-                        result.changes.errors[f"sqs message {message.receipt[:16]}…"] = (
+                        result.changes.errors[f"SQS message {message.receipt[:16]}…"] = (
                             f"not an S3 event notification: {message.unreadable}; deleted"
                         )
-                    for record in message.records:
-                        self._apply_event(record, result)
-                    done.append(message)
+                    try:
+                        for record in message.records:
+                            self._apply_event(record, result)
+                    except (BotoCoreError, ClientError, OSError) as error:
+                        if isinstance(error, OSError) and not is_store_error(error):
+                            raise
+                        result.changes.errors[f"SQS message {message.receipt[:16]}…"] = (
+                            f"left in the queue for a later tick: {error}"
+                        )
+                        waiting.pop(0)
+                        continue
+                    done.append(waiting.pop(0))
                     result.events += 1
-                    self._progress += 1
             except _Budget:
-                queue.release(messages[len(done) :])
+                queue.release(waiting)
                 raise
             finally:
                 queue.delete(done)
@@ -355,19 +380,21 @@ class BucketScanner:
                 cursor.events_seen = [[t.isoformat(), s] for t, s in recent]
 
     def _apply_event(self, record: dict, result: ScanResult) -> None:
-        s3 = record.get("s3", {})
-        bucket = s3.get("bucket", {}).get("name")
-        raw_key = s3.get("object", {}).get("key")
-        if not bucket or raw_key is None:
-            return
+        s3 = record.get("s3")
+        s3 = s3 if isinstance(s3, dict) else {}
+        bucket = s3.get("bucket") if isinstance(s3.get("bucket"), dict) else {}
+        obj = s3.get("object") if isinstance(s3.get("object"), dict) else {}
+        bucket, raw_key = bucket.get("name"), obj.get("key")
+        if not isinstance(bucket, str) or not bucket or not isinstance(raw_key, str):
+            return  # not an object's event: nothing to look at
         key = unquote_plus(raw_key)  # S3 and MinIO escape keys as form values ('+': space)
         if not self.registry.tables_for(bucket, key):
             return
         # The event says where to look; the object's current state is what counts, so a
         # late or repeated event cannot bring an old version back.
-        obj = self.store.head(bucket, key)
-        if obj is not None:
-            self._catalogue([obj], result)
+        current = self.store.head(bucket, key)
+        if current is not None:
+            self._catalogue([current], result)
             return
         ids = [r.id for r in self.catalog.known_object_rows(bucket, key)]
         if ids:

@@ -53,7 +53,7 @@ def _fresh_state(url: str, dagster_database: str) -> None:
         conn.execute(template("server", "create_database", database=database))
 
 
-def _write_dagster_home(home: Path) -> None:
+def write_dagster_home(home: Path) -> None:
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(
         "storage:\n  postgres:\n    postgres_url:\n      env: DAGSTER_PG_URL\n"
@@ -158,7 +158,7 @@ def run_demo(live: bool = False, port: int = 3000) -> int:
             f"({sample.first_day} to {sample.now:%Y-%m-%d %H:%M} UTC) and their registry "
             f"{folder / 'fes.yaml'}"
         )
-        _write_dagster_home(folder / "dagster_home")
+        write_dagster_home(folder / "dagster_home")
         ui = f"http://127.0.0.1:{port}"
         log = open(folder / "dagster.log", "ab")  # noqa: SIM115 - open while dagster runs
         dagster = subprocess.Popen(

@@ -5,6 +5,7 @@ from datetime import datetime
 
 import dagster as dg
 
+from ..core import clock
 from ..core.catalogue import Catalog, FileRow, IndexLag
 from ..core.clock import FUTURE_TOLERANCE
 from ..core.indexing import RunReport
@@ -129,7 +130,7 @@ def build_lag_check(
         asset=asset_key, name=INDEX_LAG, description=lag_description(max_lag), blocking=False
     )
     def index_lag(fes_index_db: IndexDatabaseResource) -> dg.AssetCheckResult:
-        lag = Catalog(fes_index_db.db()).lag_by_key({key: tables})[key]
+        lag = Catalog(fes_index_db.db()).lag_by_key({key: tables}, clock.now())[key]
         fields = lag_evaluation(asset_key, lag, max_lag)
         fields.pop("check_name")
         return dg.AssetCheckResult(**fields)

@@ -153,7 +153,7 @@ def _lag_reports(
     happens, without an evaluation every tick."""
     tables = {k: [t.name for t in fts] for k, fts in registry.by_entity_key().items()}
     reports = []
-    for key, lag in Catalog(db).lag_by_key(tables).items():
+    for key, lag in Catalog(db).lag_by_key(tables, now).items():
         fields = checks.lag_evaluation(latest_asset_key(key), lag, max_lag)
         last = cursor.lag_reported.get(key)
         stamp = now.timestamp()

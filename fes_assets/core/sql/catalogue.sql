@@ -274,14 +274,27 @@ SELECT feature_table,
 FROM {schema}.files GROUP BY feature_table ORDER BY feature_table;
 
 -- name: oldest_unapplied
--- Changes catalogued but not applied yet, and when the oldest was catalogued: how far the index
--- is behind the bucket, by the server's clock (the one `catalogued_at` is written with). A
--- file's rows in a day still to come are not late.
-SELECT feature_table, min(catalogued_at) AS oldest, count(*) AS waiting,
-       extract(epoch FROM now() - min(catalogued_at))::float8 AS waited
-FROM {schema}.files
-WHERE applied_generation < generation
-GROUP BY feature_table;
+-- Changes catalogued but not applied yet, and since when each has waited: how far the index is
+-- behind the bucket, by the server's clock (the one `catalogued_at` is written with). A file
+-- whose rows reach into a day that has opened since it was applied waits since that day began.
+-- Tables that left the registry do not count.
+SELECT w.feature_table, min(w.since) AS oldest, count(*) AS waiting,
+       max(w.waited)::float8 AS waited
+FROM (
+    SELECT feature_table, catalogued_at AS since,
+           extract(epoch FROM now() - catalogued_at) AS waited
+    FROM {schema}.files
+    WHERE applied_generation < generation
+    UNION ALL
+    -- The day opened by the run's clock (`now`), which the planner follows too.
+    SELECT feature_table, applied_through AS since,
+           extract(epoch FROM %(now)s::timestamptz - applied_through) AS waited
+    FROM {schema}.files
+    WHERE applied_generation = generation AND status IN ('pending', 'indexed')
+      AND max_event_timestamp >= applied_through AND applied_through < %(partitions_end)s
+) w
+JOIN {schema}.feature_tables t ON t.name = w.feature_table AND t.removed_at IS NULL
+GROUP BY w.feature_table;
 
 -- name: lagging_files
 SELECT bucket, key, feature_table, status, generation, applied_generation, attempt, error

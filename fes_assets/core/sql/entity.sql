@@ -69,8 +69,12 @@ ON CONFLICT DO NOTHING;
 -- name: trail_add
 -- A day's ids the run has not yet given this year ({arrays}: one array per join key, then the
 -- feature table ids); an id and year already known cost one index probe.
+-- In the key's order, so that two days of a year adding the same new ids wait for each other
+-- rather than deadlock.
 INSERT INTO {schema}.{trail} ({id_list}, feature_table_id, year)
-SELECT *, %(year)s::smallint FROM unnest({arrays})
+SELECT {id_list}, feature_table_id, %(year)s::smallint
+FROM unnest({arrays}) AS u ({id_list}, feature_table_id)
+ORDER BY feature_table_id, {id_list}
 ON CONFLICT DO NOTHING;
 
 -- name: create_view

@@ -10,7 +10,7 @@ from ..registry import Registry
 from ..sql_templates import template
 from .database import IndexDb
 from .names import EntityNames
-from .schema import forget_layout, stored_entity_keys, stored_names, write_entity_keys
+from .schema import forget_layout, stored_entity_keys, stored_names, table_exists, write_entity_keys
 
 
 def count_rows(db: IndexDb, table: str) -> int:
@@ -47,7 +47,9 @@ def prune_feature_table(db: IndexDb, registry: Registry, name: str, entity_key: 
         params = {"feature_table_id": row["id"], "name": name}
         removed = conn.execute(template("entity", "prune_rows", **parts), params).rowcount
         conn.execute(template("entity", "prune_changes", **parts), params)
-        conn.execute(template("entity", "prune_trail", **parts), params)
+        # A key that left the registry before the trail came has none.
+        if table_exists(conn, names.schema, names.trail):
+            conn.execute(template("entity", "prune_trail", **parts), params)
         conn.execute(template("admin", "prune_latest", **parts), params)
         conn.execute(db.statement("admin", "prune_file_days"), params)
         conn.execute(db.statement("admin", "prune_files"), params)

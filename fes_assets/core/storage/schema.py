@@ -18,7 +18,9 @@ from ..sql_templates import template
 from .database import IndexDb
 from .names import EntityNames, partition_month
 
-SCHEMA_VERSION = 1
+# Releases refuse an index of a newer version. 2: the trail, which an earlier release would
+# not keep (its runs would write rows the trail does not know).
+SCHEMA_VERSION = 2
 # Bumped when storage DDL changes in a way the same schema version can read: a new revision
 # makes the next run apply the DDL (and its upgrades) once.
 STORAGE_REVISION = 6
@@ -159,7 +161,7 @@ def _move_days_to_months(db: IndexDb, names: EntityNames) -> None:
             for day in batch:
                 parts = names.parts(partition=sql.Identifier(day), month=target)
                 conn.execute(template("entity", "move_day_rows", **parts))
-            if _exists(conn, names.schema, names.trail):
+            if table_exists(conn, names.schema, names.trail):
                 conn.execute(
                     template("entity", "trail_of_partition", **names.parts(partition=target)),
                     {"year": first.year},
@@ -172,19 +174,22 @@ def _move_days_to_months(db: IndexDb, names: EntityNames) -> None:
             _attach_month(conn, names, first)
     with db.connect() as conn, conn.transaction():
         db.lock(conn, "schema")
-        if _exists(conn, names.schema, names.rows):
+        if table_exists(conn, names.schema, names.rows):
             # Per entity key and before the schema's DDL: the index is built on every month of
             # the key, a few hundred locks, which one transaction over all keys might not fit.
             conn.execute(template("entity", "create_brin", **names.parts()))
-            if not _exists(conn, names.schema, names.trail):
+            if not table_exists(conn, names.schema, names.trail):
                 _build_trail(db, conn, names)
 
 
 def _build_trail(db: IndexDb, conn: psycopg.Connection, names: EntityNames) -> None:
-    """The trail of an index made before it, from every partition. The layout is forgotten in
-    the same transaction: a run of the earlier release still under way refuses its next day
-    (see `ensure_layout`) instead of writing rows the trail would not know."""
+    """The trail of an index made before it, from every partition. In the same transaction
+    the layout is forgotten, so a run of the earlier release still under way refuses its next
+    day (see `ensure_layout`), and the version is raised, so an earlier release's sensor or
+    run cannot take the index back (it refuses a newer version): neither writes rows the trail
+    would not know."""
     forget_layout(db, conn)
+    _write_meta(db, conn, "schema_version", SCHEMA_VERSION)
     conn.execute(template("entity", "create_trail", **names.parts()))
     where = {"schema": names.schema, "rows": names.rows}
     for row in conn.execute(template("entity", "latest_partitions"), where).fetchall():
@@ -196,7 +201,7 @@ def _build_trail(db: IndexDb, conn: psycopg.Connection, names: EntityNames) -> N
         )
 
 
-def _exists(conn: psycopg.Connection, schema: str, table: str) -> bool:
+def table_exists(conn: psycopg.Connection, schema: str, table: str) -> bool:
     qualified = sql.Identifier(schema, table).as_string(None)
     return conn.execute(template("entity", "storage_exists"), {"rows": qualified}).fetchone()[
         "found"
@@ -251,8 +256,11 @@ def _take_in_table_changes(
             old = EntityNames.of(db.schema, row["entity_key"], stored_types[row["entity_key"]])
             parts = old.parts()
             purge = {"feature_table_id": row["id"], "name": ft.name}
-            for statement in ("prune_rows", "prune_changes", "prune_trail"):
+            for statement in ("prune_rows", "prune_changes"):
                 conn.execute(template("entity", statement, **parts), purge)
+            # A key that left the registry before the trail came has none.
+            if table_exists(conn, old.schema, old.trail):
+                conn.execute(template("entity", "prune_trail", **parts), purge)
             conn.execute(template("admin", "prune_latest", **parts), purge)
             conn.execute(db.statement("admin", "prune_file_days"), purge)
             conn.execute(db.statement("schema", "forget_table_ranges"), params)
