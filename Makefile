@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 	.tools/bin/pip install --quiet uv
 
 install: $(UV_BOOTSTRAP)
-	$(UV) sync --locked --all-extras
+	$(UV) sync --locked --all-extras --compile-bytecode
 
 test: install
 	$(UV) run ruff check .

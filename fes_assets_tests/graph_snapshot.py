@@ -58,6 +58,14 @@ def describe_graph(defs: dg.Definitions) -> dict[str, Any]:
             "backfill_policy": None if policy is None else policy.policy_type.value,
             "checks": checks,
         }
+    # Checks defined apart from their asset (index_lag).
+    for check in defs.asset_checks or []:
+        for c in check.check_specs:
+            assets[c.asset_key.to_user_string()]["checks"].append(
+                {"name": c.name, "blocking": c.blocking, "description": c.description}
+            )
+    for entry in assets.values():
+        entry["checks"].sort(key=lambda c: c["name"])
     sensors = {}
     for sensor in defs.sensors or []:
         targets = sorted(
