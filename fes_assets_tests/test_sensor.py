@@ -197,3 +197,19 @@ def test_future_rows_are_requested_again_when_their_day_starts(lab, monkeypatch)
     assert lab.sql("SELECT rows_after_end FROM files") == [(0,)]
     monkeypatch.setenv("FES_NOW", "2021-04-04T00:10:00+00:00")
     assert lab.settle(sensor) == 0
+
+
+def test_a_file_named_before_the_cursor_in_the_newest_hive_folder_is_found_without_reconcile(
+    lab,
+):
+    lab.use_registry(drivers_registry())
+    sensor = lab.sensor(reconcile_interval=10**9)  # no pass after the first tick's
+    lab.tick(sensor)
+    lab.put("d/date=2021-04-01/part-f0.parquet", drivers([1]))
+    lab.settle(sensor)
+    # Spark-style names are random: this one sorts before the key the listing reached.
+    lab.put("d/date=2021-04-01/part-0a.parquet", drivers([2]))
+    # In an older folder, it waits for the reconcile pass.
+    lab.put("d/date=2021-03-31/part-zz.parquet", drivers([3]))
+    lab.settle(sensor)
+    assert lab.ids("entity_driver_id", "driver_id") == [(1,), (2,)]

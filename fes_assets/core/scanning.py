@@ -29,6 +29,22 @@ from .sql_templates import template
 from .storage.database import IndexDb, conninfo
 from .storage.schema import ensure_schema
 
+# Pages of the newest Hive-style folder listed again each tick.
+HIVE_PAGES = 5
+
+
+def hive_folder(prefix: str, key: str | None) -> str | None:
+    """The folder of `key` up to its last Hive-style segment (`name=value/`) below
+    `prefix`, or None when its path has none."""
+    if not key or not key.startswith(prefix):
+        return None
+    segments = key[len(prefix) :].split("/")[:-1]
+    last = max((i for i, part in enumerate(segments) if "=" in part), default=None)
+    if last is None:
+        return None
+    return prefix + "".join(f"{part}/" for part in segments[: last + 1])
+
+
 # Events of the look-back window remembered in the cursor; beyond this (a burst), the oldest
 # are read again, which is harmless (each event only says where to look).
 MAX_SEEN_EVENTS = 5000
@@ -231,6 +247,23 @@ class BucketScanner:
                 self._catalogue(page, result, advance)
                 if self._left <= 0 or self._out_of_time():
                     raise _Budget  # the cursor keeps the place: the next tick goes on
+            self._recent_folder(cursor, bucket, prefix, result)
+
+    def _recent_folder(
+        self, cursor: ScanCursor, bucket: str, prefix: str, result: ScanResult
+    ) -> None:
+        """Objects of the Hive-style folder the listing reached last (`date=…/`, or
+        `event_date=…/hour=…/`): files written there with names that sort before the cursor
+        (Spark's `part-<uuid>`, a late hour) are found by this tick, not by the next
+        reconcile pass. Its first `HIVE_PAGES` pages, each a LIST and a catalogue lookup."""
+        folder = hive_folder(prefix, cursor.after.get(f"{bucket}/{prefix}"))
+        if folder is None:
+            return
+        for n, page in enumerate(self.store.list_objects(bucket, folder), 1):
+            result.listed += len(page)
+            self._catalogue(page, result)
+            if n >= HIVE_PAGES or self._left <= 0 or self._out_of_time():
+                return
 
     # --- reconcile pass ---------------------------------------------------------------------
 
