@@ -353,3 +353,36 @@ def test_an_object_overwritten_between_listing_and_reading_is_catalogued_as_read
     lab.execute(first)
     lab.settle(sensor)
     assert_index_equals_bucket(lab)
+
+
+def test_a_trail_pruned_while_a_backfill_remembers_it_is_written_again(lab):
+    """A catch-up prunes an id's year from the trail while a run that committed that id for
+    the year is between days: the run's later days of the year must add it again, or a later
+    recompute would skip the year."""
+    lab.use_registry(drivers_registry(), start="2020-01-01")
+    x, june, march = 7, datetime(2021, 6, 10, 6, tzinfo=UTC), datetime(2021, 3, 5, 6, tzinfo=UTC)
+    lab.put("d/march.parquet", drivers([x], [march]))
+    lab.put("d/june.parquet", drivers([x, 8], [june, june]))
+    sensor = lab.sensor()
+    lab.tick(sensor)  # catalogued; the runs it asks for come later
+    # A rebuild of March 5 and June 10, newest day first, paused once June 10 committed.
+    pause = Pause("day_committed", lambda c: c["day"] == june.date())
+    with pause_points.installed(pause.handler):
+        pause.start(lambda: indexer(lab).run([march.date(), june.date()]))
+        lab.put("d/june.parquet", drivers([8], [june]))  # x leaves June
+        (request,) = lab.tick(sensor).run_requests
+        indexer(lab).run(days_of(request), changes_of(request))
+        # x has no row left in 2021 (March is not written yet): its year leaves the trail.
+        indexer(lab).catch_up_latest()
+        assert (x, 2021) not in lab.sql("SELECT driver_id, year FROM _t_driver_id")
+        pause.finish()
+    assert (x, 2021) in lab.sql("SELECT driver_id, year FROM _t_driver_id")
+    lab.put("d/2020.parquet", drivers([x], [datetime(2020, 6, 1, 6, tzinfo=UTC)]))
+    lab.settle(sensor)
+    # x's newest row moves to 2022 and goes again: its latest is March 2021's, not 2020's.
+    lab.put("d/2022.parquet", drivers([x], [datetime(2022, 1, 3, 6, tzinfo=UTC)]))
+    lab.settle(sensor)
+    lab.delete("d/2022.parquet")
+    lab.settle(sensor)
+    assert lab.sql("SELECT event_timestamp FROM latest_driver_id WHERE driver_id = 7") == [(march,)]
+    assert_index_equals_bucket(lab)

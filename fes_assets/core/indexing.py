@@ -36,7 +36,7 @@ from .storage.day_writes import (
 from .storage.latest import catch_up_latest
 from .storage.names import EntityNames
 from .storage.schema import ensure_schema
-from .storage.trail import TrailMemory
+from .storage.trail import TrailMemory, trail_epoch
 
 CACHE_BYTES = 128 * 2**20
 # Called after each day a run commits, with (entity key, day, rows): a command line's progress
@@ -275,10 +275,11 @@ class EntityIndexer:
         day = prepared.day
         pause_points.pause("day_ready", key=self.key, day=day)
         ensure_partition(self.db, self.names, day)
-        # All the rows read (a superset of those the day keeps): a trail may name more.
-        trail_ids = self._trail.new_ids(day, prepared.day_rows.ordered)
         with day_transaction(self.db, self.names, day, self.registry) as conn:
             pause_points.pause("day_locked", key=self.key, day=day)
+            # All the rows read (a superset of those the day keeps): a trail may name more.
+            epoch = trail_epoch(conn, self.names)
+            trail_ids = self._trail.new_ids(day, prepared.day_rows.ordered, epoch)
             if listed is None:
                 written, day_rows = self._rebuild_day(conn, prepared, trail_ids)
             else:

@@ -134,10 +134,10 @@ class BucketScanner:
             if self.settings.sqs_queue_url:
                 # A queue that never empties must not starve the reconcile pass, which heals
                 # what notifications missed and lists new tables: it keeps half the tick.
-                share = 0.5 if reconciling else 1.0
+                share, now_mono = (0.5 if reconciling else 1.0), time.monotonic()
                 self._read_queue(
                     result,
-                    time.monotonic() + share * self.settings.time_budget,
+                    now_mono + share * max(0.0, self._deadline - now_mono),
                     keep_objects=int(self.settings.max_objects * (1 - share)),
                 )
             elif self.settings.events_table:
@@ -329,6 +329,11 @@ class BucketScanner:
         )
         wait = self.settings.sqs_wait_seconds
         while True:
+            # Checked before receiving too: a message received and released at once counts
+            # a receive against it (toward a dead-letter queue's limit) for nothing.
+            spent = time.monotonic() > until or self._left <= keep_objects
+            if self._progress and (spent or self._out_of_time()):
+                raise _Budget
             waiting = queue.receive(wait_seconds=wait)
             wait = 0
             if not waiting:

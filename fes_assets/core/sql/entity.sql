@@ -210,6 +210,16 @@ FROM {schema}.{trail} t
 JOIN fes_unresolved c ON t.feature_table_id = c.feature_table_id AND {t_eq_c}
 WHERE t.year < %(before)s;
 
+-- name: trail_epoch
+-- How many times a catch-up has pruned the key's trail: a run's memory of ids it committed to
+-- the trail holds only while this stays the same (meta key `trail_epoch:<entity key>`).
+SELECT coalesce((SELECT (value #>> '{{}}')::bigint FROM {schema}.meta WHERE key = %(key)s), 0)
+    AS epoch;
+
+-- name: bump_trail_epoch
+INSERT INTO {schema}.meta (key, value) VALUES (%(key)s, '1'::jsonb)
+ON CONFLICT (key) DO UPDATE SET value = to_jsonb((meta.value #>> '{{}}')::bigint + 1);
+
 -- name: latest_prune_trail
 -- Ids still unresolved once every month of their year was read have no rows in it any more.
 DELETE FROM {schema}.{trail} t USING fes_unresolved c

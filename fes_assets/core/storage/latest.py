@@ -12,6 +12,7 @@ from ..clock import FUTURE_TOLERANCE
 from ..sql_templates import template
 from .database import IndexDb
 from .names import EntityNames, partition_month
+from .trail import trail_epoch_key
 
 
 def catch_up_latest(db: IndexDb, names: EntityNames, now: datetime) -> dict[str, int]:
@@ -74,7 +75,15 @@ def _recompute_marked(conn: psycopg.Connection, names: EntityNames, marked: int)
                 conn.execute(template("entity", "latest_resolved", **parts))
                 written += found
                 remaining -= found
-        conn.execute(template("entity", "latest_prune_trail", **names.parts()), {"year": year})
+        pruned = conn.execute(
+            template("entity", "latest_prune_trail", **names.parts()), {"year": year}
+        ).rowcount
+        if pruned:
+            # Runs under way may remember these ids as in the trail for this year.
+            conn.execute(
+                template("entity", "bump_trail_epoch", **names.parts()),
+                {"key": trail_epoch_key(names)},
+            )
         before = year
     return written
 

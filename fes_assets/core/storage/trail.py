@@ -29,16 +29,19 @@ class TrailMemory:
         self.keys = [*names.join_keys, "feature_table_id"]
         self.remember = remember
         self._year: int | None = None
+        self._epoch: int | None = None
         self._sorted = np.empty(0, np.int64)  # (id << 16 | feature table), one integer key
         self._set: set = set()  # tuples, any other key
 
-    def new_ids(self, day: date, rows: pa.Table | None) -> pa.Table | None:
+    def new_ids(self, day: date, rows: pa.Table | None, epoch: int) -> pa.Table | None:
         """The distinct ids of `rows` (a day's) that this run has not committed for the
-        day's year."""
+        day's year, under the trail's `epoch` (read in the day's transaction: a catch-up that
+        pruned the trail since may have removed what the run remembers)."""
         if rows is None or not rows.num_rows:
             return None
-        if day.year != self._year:
+        if day.year != self._year or epoch != self._epoch:
             self._year, self._sorted, self._set = day.year, np.empty(0, np.int64), set()
+            self._epoch = epoch
         ids = rows.select(self.keys).group_by(self.keys).aggregate([]).select(self.keys)
         packed = _packed(ids)
         if packed is not None:
@@ -87,6 +90,17 @@ def _packed(ids: pa.Table) -> np.ndarray | None:
 
 def _tuples(ids: pa.Table) -> list[tuple]:
     return list(zip(*(ids[c].to_pylist() for c in ids.column_names), strict=True))
+
+
+def trail_epoch_key(names: EntityNames) -> str:
+    return f"trail_epoch:{names.key}"
+
+
+def trail_epoch(conn: psycopg.Connection, names: EntityNames) -> int:
+    """Within a transaction holding the key's latest lock shared: the trail's prune count."""
+    return conn.execute(
+        template("entity", "trail_epoch", **names.parts()), {"key": trail_epoch_key(names)}
+    ).fetchone()["epoch"]
 
 
 def add_to_trail(
