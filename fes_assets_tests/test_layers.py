@@ -212,3 +212,9 @@ def test_a_component_attribute_wins_over_its_variable(monkeypatch):
     chosen = EntityIndexComponent(sensor_interval_seconds=5, sensor_running=True)
     settings = chosen.sensor_settings()
     assert (settings.interval, settings.running, settings.reconcile_interval) == (5, True, 90.0)
+    monkeypatch.setenv("FES_SQS_QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/1/from-env")
+    monkeypatch.setenv("FES_MAX_LAG_SECONDS", "900")
+    queue = "https://sqs.eu-west-1.amazonaws.com/1/chosen"
+    settings = EntityIndexComponent(sqs_queue_url=queue, max_lag_seconds=120).sensor_settings()
+    assert (settings.sqs_queue_url, settings.max_lag) == (queue, 120)
+    assert EntityIndexComponent().sensor_settings().max_lag == 900

@@ -72,6 +72,9 @@ class EntityIndexComponent(dg.Component, dg.Model, dg.Resolvable):
     sqs_endpoint_url: str | None = None
     """The SQS endpoint where it is not AWS's for the queue's region; unset:
     `FES_SQS_ENDPOINT_URL`."""
+    max_lag_seconds: float | None = None
+    """How long a catalogued change may wait before `index_lag` fails; unset:
+    `FES_MAX_LAG_SECONDS` (600)."""
 
     def sensor_settings(self) -> SensorSettings:
         chosen = sensor_settings(
@@ -82,6 +85,7 @@ class EntityIndexComponent(dg.Component, dg.Model, dg.Resolvable):
             events_table=self.minio_events_table,
             sqs_queue_url=self.sqs_queue_url,
             sqs_endpoint_url=self.sqs_endpoint_url,
+            max_lag=self.max_lag_seconds,
         )
         if self.minio_events_url_env is None:
             return chosen
