@@ -6,8 +6,12 @@ import argparse
 import sys
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from ..core import settings
 from ..core.errors import CommandError, FesError
@@ -32,25 +36,37 @@ def cmd_entities(args: argparse.Namespace) -> int:
     table = EntityQuery(_db()).arrow(
         args.feature_table, args.start, args.end, latest=args.latest, as_of=args.as_of
     )
-    fmt = args.format or (Path(args.output).suffix.lstrip(".") if args.output else "csv")
+    write_table(table, args.output, args.format)
+    return 0
+
+
+def write_table(table: pa.Table, output: str | None, fmt: str | None) -> None:
+    """CSV or parquet to `output` (format from its suffix unless given), or CSV to stdout."""
+    fmt = fmt or (Path(output).suffix.lstrip(".") if output else "csv")
     if fmt not in ("csv", "parquet"):
         raise CommandError(f"unknown format {fmt!r}: use csv or parquet")
     if fmt == "parquet":
-        if not args.output:
+        if not output:
             raise CommandError("--format parquet needs -o FILE")
         import pyarrow.parquet as pq
 
-        pq.write_table(table, args.output)
+        pq.write_table(table, output)
     else:
         import pyarrow.csv as pacsv
 
-        if args.output:
-            pacsv.write_csv(table, args.output)
+        if output:
+            pacsv.write_csv(table, output)
         else:
             pacsv.write_csv(table, sys.stdout.buffer)
             sys.stdout.flush()
-    if args.output:
-        print(f"{table.num_rows} row(s) written to {args.output}", file=sys.stderr)
+    if output:
+        print(f"{table.num_rows} row(s) written to {output}", file=sys.stderr)
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from .features import features_table
+
+    write_table(features_table(args), args.output, args.format)
     return 0
 
 
@@ -237,6 +253,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["csv", "parquet"], help="default: from -o, else csv")
     p.add_argument("-o", "--output", help="file to write (default: CSV on standard output)")
     p.set_defaults(func=cmd_entities)
+
+    p = sub.add_parser(
+        "features",
+        help="Feast features of every indexed entity row, written to a file",
+        description="The entity rows the index holds for the feature views behind REFS "
+        "(view:feature), joined point in time with their features as Feast documents it. "
+        "Needs the feast extra and a Feast repository applied with `feast apply`.",
+    )
+    p.add_argument("refs", nargs="+", metavar="REF", help="view:feature")
+    p.add_argument("--repo", required=True, metavar="PATH", help="the Feast repository")
+    p.add_argument("--start", help="first instant (date or ISO timestamp)")
+    p.add_argument("--end", help="end instant, excluded")
+    p.add_argument("--latest", action="store_true", help="each id once, at its newest event")
+    p.add_argument("--as-of", help="each id seen before this instant once, stamped with it")
+    p.add_argument("--full-feature-names", action="store_true", help="columns named view__feature")
+    p.add_argument("--format", choices=["csv", "parquet"], help="default: from -o, else csv")
+    p.add_argument("-o", "--output", help="file to write (default: CSV on standard output)")
+    p.set_defaults(func=cmd_features)
 
     p = sub.add_parser(
         "status",

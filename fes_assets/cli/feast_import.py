@@ -22,7 +22,7 @@ class Imported:
 
 
 @contextlib.contextmanager
-def _inside(repo: Path):
+def inside(repo: Path):
     # Feast imports a repo's modules relative to its root, as `feast apply` does.
     cwd, path = os.getcwd(), list(sys.path)
     os.chdir(repo)
@@ -57,7 +57,7 @@ def import_feast_repo(repo_path: str | Path, partitions_start: str = "2021-01-01
         raise CommandError("fes import-feast needs Feast: install fes_assets[feast]") from e
 
     repo = Path(repo_path).resolve()
-    with _inside(repo):
+    with inside(repo):
         contents = parse_repo(repo)
     entities = {e.name: e for e in contents.entities}
     result = Imported(registry={"partitions_start": partitions_start, "feature_tables": {}})

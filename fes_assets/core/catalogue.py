@@ -255,6 +255,17 @@ class CatalogChanges:
         return len(self.new) + len(self.changed) + len(self.deleted)
 
 
+@dataclass(frozen=True)
+class IndexedObject:
+    bucket: str
+    key: str
+    size: int | None
+
+    @property
+    def path(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
 class Catalog:
     """Reads and writes of `files` and `jobs`; every statement is in `sql/catalogue.sql`."""
 
@@ -414,6 +425,20 @@ class Catalog:
 
     def known_object_rows(self, bucket: str, key: str) -> list[FileRow]:
         return self._rows("known_object_rows", {"bucket": bucket, "key": key})
+
+    def indexed_spec(self, feature_table: str) -> dict[str, Any] | None:
+        """The spec the index holds `feature_table` with, or None when it holds no such table."""
+        rows = self._run("indexed_spec", {"name": feature_table})
+        if not rows:
+            return None
+        return rows[0]["spec"] or {}
+
+    def indexed_files(self, feature_table: str, first: date, last: date) -> list[IndexedObject]:
+        """Live files of `feature_table` whose rows the index holds for a day in [first, last]."""
+        rows = self._run(
+            "indexed_files", {"table": feature_table, "first_day": first, "last_day": last}
+        )
+        return [IndexedObject(r["bucket"], r["key"], r["size"]) for r in rows]
 
     def mark_deleted(self, ids: list[int]) -> None:
         self._run("mark_deleted", {"ids": ids})

@@ -301,3 +301,17 @@ SELECT bucket, key, feature_table, status, generation, applied_generation, attem
 FROM {schema}.files
 WHERE applied_generation < generation OR status IN ('pending', 'failed')
 ORDER BY feature_table, bucket, key LIMIT %(limit)s;
+
+-- name: indexed_spec
+-- What the index holds a feature table as (NULL spec: taken in before specs were kept).
+SELECT spec FROM {schema}.feature_tables WHERE name = %(name)s AND removed_at IS NULL;
+
+-- name: indexed_files
+-- The live files of a table whose rows the index holds for a day in [first_day, last_day]:
+-- where the rows behind its answers are.
+SELECT f.bucket, f.key, f.size
+FROM {schema}.files f
+WHERE f.feature_table = %(table)s AND f.status <> 'deleted'
+  AND f.id IN (SELECT d.file_id FROM {schema}.file_days d
+               WHERE d.day >= %(first_day)s AND d.day <= %(last_day)s)
+ORDER BY f.key;

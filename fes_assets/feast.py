@@ -1,0 +1,244 @@
+"""Feast features for the entities the index knows, without an entity_df::
+
+    from fes_assets.feast import historical_features
+    df = historical_features(store, ["driver_stats:conv_rate"], "2021-04-01", "2021-04-02").to_df()
+
+The entity rows come from the index (as `entity_df` gives them) for every feature view
+behind `features`, unioned; each view's values are joined point in time, as Feast documents
+it, from the objects the index holds rows of. Feature definitions (features, TTL, field
+mapping) come from the Feast registry; a view matches the fes feature table of its name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .core import settings
+from .core.catalogue import Catalog
+from .core.errors import QueryError
+from .core.feature_rows import FeatureRead, read_feature_rows
+from .core.object_store import ObjectStore
+from .core.point_in_time import join_features
+from .core.queries import EntityQuery, Instant, to_instant
+from .core.registry import load_registry, parse_registry
+from .core.storage.database import IndexDb
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+Progress = Callable[[str, int, int], None]  # (feature view, objects read, objects)
+
+
+@dataclass
+class _View:
+    name: str
+    join_keys: list[str]
+    ttl: timedelta | None
+    features: list[str]  # requested, in order
+    mapping: dict[str, str]  # feature -> source column
+    types: dict[str, pa.DataType]  # feature -> Arrow type Feast declares
+    outputs: list[str] = field(default_factory=list)
+
+
+def _feature_refs(features: Any) -> list[tuple[str, str]]:
+    projections = getattr(features, "feature_view_projections", None)
+    if projections is not None:  # a FeatureService
+        refs = []
+        for p in projections:
+            if p.name_alias or p.join_key_map:
+                raise QueryError(
+                    f"feature service {features.name!r}: projection of {p.name!r} renames it or "
+                    "its join keys, which historical_features does not support"
+                )
+            refs += [(p.name, f.name) for f in p.features]
+        return refs
+    if isinstance(features, str) or not isinstance(features, Sequence) or not features:
+        raise QueryError("features must be a non-empty list of 'feature_view:feature' references")
+    refs = []
+    for ref in features:
+        view, sep, name = str(ref).partition(":")
+        if not sep or not view or not name or ":" in name:
+            raise QueryError(f"feature reference {ref!r} is not 'feature_view:feature'")
+        refs.append((view, name))
+    return refs
+
+
+def _feast_view(store: Any, name: str, refs: list[str]) -> _View:
+    from feast.types import from_feast_to_pyarrow_type
+
+    try:
+        view = store.get_feature_view(name)
+    except Exception as e:  # Feast raises its own FeatureViewNotFoundException
+        raise QueryError(f"feature view {name!r} is not in the Feast registry: {e}") from e
+    declared = {f.name: f for f in view.features}
+    unknown = [f for f in refs if f not in declared]
+    if unknown:
+        raise QueryError(f"feature view {name!r} has no feature(s) {', '.join(unknown)}")
+    to_feature = dict(view.batch_source.field_mapping or {})  # source column -> feature
+    to_source = {target: source for source, target in to_feature.items()}
+    types = {}
+    for f in refs:
+        try:
+            types[f] = from_feast_to_pyarrow_type(declared[f].dtype)
+        except Exception:  # a type Arrow has no single twin for: keep what the files hold
+            types[f] = None
+    ttl = view.ttl if view.ttl and view.ttl.total_seconds() > 0 else None
+    return _View(
+        name=name,
+        join_keys=sorted(view.join_keys),
+        ttl=ttl,
+        features=refs,
+        mapping={f: to_source.get(f, f) for f in refs},
+        types=types,
+    )
+
+
+class HistoricalFeatures:
+    """The answer of `historical_features`, computed on first use; `to_df()` and `to_arrow()`
+    as on a Feast RetrievalJob."""
+
+    def __init__(self, compute: Callable[[], pa.Table]) -> None:
+        self._compute = compute
+        self._table: pa.Table | None = None
+
+    def to_arrow(self) -> pa.Table:
+        if self._table is None:
+            self._table = self._compute()
+        return self._table
+
+    def to_df(self) -> pd.DataFrame:
+        return self.to_arrow().to_pandas()
+
+
+def _union(tables: list[pa.Table], keys: list[str], latest: bool) -> pa.Table:
+    rows = pa.concat_tables([t.select([*keys, "event_timestamp"]) for t in tables])
+    if latest:
+        # An id's newest event over the views: each view is then joined as of it.
+        newest = rows.group_by(keys, use_threads=False).aggregate([("event_timestamp", "max")])
+        rows = newest.rename_columns([*keys, "event_timestamp"])
+    else:
+        rows = rows.group_by(rows.column_names, use_threads=False).aggregate([])
+    return rows.sort_by([("event_timestamp", "ascending"), *[(k, "ascending") for k in keys]])
+
+
+def historical_features(
+    store: Any,
+    features: Any,
+    start: Instant = None,
+    end: Instant = None,
+    *,
+    latest: bool = False,
+    as_of: Instant = None,
+    full_feature_names: bool = False,
+    url: str | None = None,
+    schema: str | None = None,
+    progress: Progress | None = None,
+) -> HistoricalFeatures:
+    """Features of every entity row the index holds for the views behind `features`.
+
+    - default: every (join keys, event_timestamp) indexed in [start, end) — training sets;
+    - `latest=True`: each id once, at its newest event in the window over all the views;
+    - `as_of=T`: each id seen in [start, min(end, T)) once, at T — batch prediction.
+    Every entity row comes back exactly once; a view with no row for it at or before its
+    timestamp within the view's TTL gives nulls. `store` is a `feast.FeatureStore`;
+    `features` a list of 'view:feature' references or a FeatureService. The index comes from
+    `url` or FES_PG_URL (schema FES_SCHEMA), the objects from the FES_S3_* settings.
+    """
+    if latest and as_of is not None:
+        raise QueryError("latest and as_of cannot be combined")
+    refs = _feature_refs(features)
+    by_view: dict[str, list[str]] = {}
+    for view, name in refs:
+        by_view.setdefault(view, []).append(name)
+    views = [_feast_view(store, name, names) for name, names in by_view.items()]
+    outputs = [f"{v}__{n}" if full_feature_names else n for v, n in refs]
+    clashes = sorted({o for o in outputs if outputs.count(o) > 1})
+    if clashes:
+        raise QueryError(
+            f"feature name(s) {', '.join(clashes)} come from more than one reference; "
+            "pass full_feature_names=True"
+        )
+    keys = views[0].join_keys
+    if any(v.join_keys != keys for v in views):
+        described = "; ".join(f"{v.name}: {', '.join(v.join_keys)}" for v in views)
+        raise QueryError(f"the feature views must share their join keys ({described})")
+    db = IndexDb(url or settings.index_url(), schema or settings.index_schema())
+    catalog = Catalog(db)
+    tables = {}
+    for v in views:
+        spec = catalog.indexed_spec(v.name)
+        if spec == {}:  # taken in before the index kept specs: the configured registry's
+            spec = load_registry().feature_tables[v.name].spec()
+        if spec is None:
+            raise QueryError(
+                f"feature view {v.name!r} is not indexed: the index has no feature table of "
+                "that name (`fes import-feast` writes one per feature view)"
+            )
+        table = parse_registry(
+            {"feature_tables": {v.name: spec}}, source=f"index {db.schema}"
+        ).feature_tables[v.name]
+        if sorted(table.join_keys) != v.join_keys:
+            raise QueryError(
+                f"feature view {v.name!r} joins on {', '.join(v.join_keys)} but its index has "
+                f"{', '.join(table.join_keys)}"
+            )
+        tables[v.name] = table
+    for v in views:
+        v.outputs = [f"{v.name}__{n}" if full_feature_names else n for n in v.features]
+    lo, hi, at = to_instant(start, "start"), to_instant(end, "end"), to_instant(as_of, "as_of")
+
+    def compute() -> pa.Table:
+        query = EntityQuery(db)
+        found = [query.arrow(v.name, lo, hi, latest=latest, as_of=at) for v in views]
+        entities = _union(found, keys, latest)
+        objects = ObjectStore(settings.object_store_settings())
+        columns: dict[str, pa.ChunkedArray] = {}
+        for v in views:
+            columns.update(_view_columns(v, tables[v.name], entities, catalog, objects, progress))
+        for name in outputs:
+            entities = entities.append_column(name, columns[name])
+        return entities
+
+    return HistoricalFeatures(compute)
+
+
+def _view_columns(
+    v: _View,
+    table: Any,
+    entities: pa.Table,
+    catalog: Catalog,
+    objects: ObjectStore,
+    progress: Progress | None,
+) -> dict[str, pa.ChunkedArray]:
+    outputs = dict(zip(v.features, v.outputs, strict=True))
+    if not entities.num_rows:
+        return {outputs[f]: pa.chunked_array([], v.types[f] or pa.null()) for f in v.features}
+    ts = entities.column("event_timestamp")
+    first, last = pc.min(ts).as_py(), pc.max(ts).as_py()
+    ids = None
+    if len(v.join_keys) == 1:
+        ids = pc.unique(entities.column(v.join_keys[0]))
+    read = FeatureRead(
+        table=table,
+        features={outputs[f]: v.mapping[f] for f in v.features},
+        start=first - v.ttl if v.ttl else None,
+        end=last,
+        ids=ids,
+    )
+    rows = read_feature_rows(
+        catalog, objects, read, (lambda d, n: progress(v.name, d, n)) if progress else None
+    )
+    joined = join_features(entities, rows, v.join_keys, v.ttl, {o: o for o in v.outputs})
+    typed = {}
+    for f in v.features:
+        column, want = joined[outputs[f]], v.types[f]
+        if pa.types.is_null(column.type) and want is not None:
+            column = column.cast(want)  # no row read: the declared type, not Arrow's null
+        typed[outputs[f]] = column  # otherwise the files' type, as Feast's file store gives
+    return typed
