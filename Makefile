@@ -19,9 +19,11 @@ PYTEST_ARGS ?=
 install: $(UV_BOOTSTRAP)
 	$(UV) sync --locked --all-extras --compile-bytecode
 
+# Two workers, each with its own embedded servers: most tests wait on servers and processes,
+# so two run in about half the time even on two cores.
 test: install
 	$(UV) run ruff check .
-	$(UV) run pytest $(PYTEST_ARGS)
+	$(UV) run pytest -n 2 --dist worksteal $(PYTEST_ARGS)
 
 lint: install
 	$(UV) run ruff check .

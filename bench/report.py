@@ -71,10 +71,26 @@ def write(
     name: str | None = None,
     intro: str = INTRO,
     notes: Path = NOTES,
+    replace_only: bool = False,
 ) -> None:
+    """Write the report. With `replace_only`, an existing report keeps the items this run did
+    not measure, and says which were measured again and when."""
+    path = out / (name or report_name(mode))
     by_item: dict[str, list[Result]] = defaultdict(list)
     for r in results:
         by_item[r.item].append(r)
+    sections = {item: _section(out, mode, item, rows) for item, rows in by_item.items()}
+    if replace_only and path.exists():
+        head, kept = _split(path.read_text())
+        stamp = f"- measured again: {', '.join(by_item)} on {machine['date']}"
+        head = head.rstrip("\n") + "\n" + stamp + "\n"
+        merged = {**kept, **sections}
+        body = [merged[k] for k in sorted(merged, key=_item_number)]
+        text = head + "\n" + "\n".join(body)
+        if notes.exists():
+            text += notes.read_text().strip() + "\n"
+        path.write_text(text)
+        return
     lines = [
         "# Benchmarks" + ("" if mode in ("full", "quick", "tiny") else f": {mode}"),
         "",
@@ -84,29 +100,48 @@ def write(
         *(f"- {k}: {v}" for k, v in machine.items()),
         "",
     ]
-    for item, rows in by_item.items():
-        lines += [
-            f"## {item}",
-            "",
-            "| measure | fes_assets | anchor | anchor is | ratio | goal | met |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for r in rows:
-            lines.append(
-                f"| {r.measure} | {_fmt(r.ours, r.unit)}{_unit(r.unit)} | "
-                f"{_fmt(r.anchor, r.unit)} | "
-                f"{r.anchor_name} | {r.ratio:.3g} | {r.goal} | {'yes' if r.met else '**no**'} |"
-            )
-        details = [
-            f"{r.measure}: " + ", ".join(f"{k} {_detail(v)}" for k, v in r.detail.items())
-            for r in rows
-            if r.detail
-        ]
-        lines += ["", *(f"- {d}" for d in details), ""]
-        lines += [f"![{item}]({_plot(out, mode, item, rows)})", ""]
+    lines += [sections[item] for item in by_item]
     if notes.exists():
         lines += [notes.read_text().strip(), ""]
-    (out / (name or report_name(mode))).write_text("\n".join(lines))
+    path.write_text("\n".join(lines))
+
+
+def _section(out: Path, mode: str, item: str, rows: list[Result]) -> str:
+    lines = [
+        f"## {item}",
+        "",
+        "| measure | fes_assets | anchor | anchor is | ratio | goal | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.measure} | {_fmt(r.ours, r.unit)}{_unit(r.unit)} | "
+            f"{_fmt(r.anchor, r.unit)} | "
+            f"{r.anchor_name} | {r.ratio:.3g} | {r.goal} | {'yes' if r.met else '**no**'} |"
+        )
+    details = [
+        f"{r.measure}: " + ", ".join(f"{k} {_detail(v)}" for k, v in r.detail.items())
+        for r in rows
+        if r.detail
+    ]
+    lines += ["", *(f"- {d}" for d in details), ""]
+    lines += [f"![{item}]({_plot(out, mode, item, rows)})", ""]
+    return "\n".join(lines)
+
+
+def _item_number(item: str) -> int:
+    return int(item.split(".", 1)[0])
+
+
+def _split(text: str) -> tuple[str, dict[str, str]]:
+    """A report's header and its item sections (`## N. ...`), notes left out."""
+    parts = text.split("\n## ")
+    head, sections = parts[0] + "\n", {}
+    for part in parts[1:]:
+        title = part.split("\n", 1)[0]
+        if title[:1].isdigit():
+            sections[title] = "## " + part.rstrip("\n") + "\n"
+    return head, sections
 
 
 def _unit(unit: str) -> str:

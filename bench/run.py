@@ -37,11 +37,26 @@ class Sizes:
     backfill_rows: int  # item 5
     repeats: int
     fresh_puts: int = 0  # item 6 (each mode's dagster dev takes a minute: not in tiny runs)
+    feast_rows: int = 0  # item 7: rows of the denser view (Feast's start-up: not in tiny runs)
+    feast_drivers: int = 50
 
 
 TINY = Sizes("tiny", 20_000, 4, None, 0, (50,), 20_000, 4, 8 * 2**20, 3_000, 2)
 QUICK = Sizes(
-    "quick", 1_000_000, 20, None, 0, (1_000, 10_000), 1_000_000, 20, 256 * 2**20, 300_000, 5, 6
+    "quick",
+    1_000_000,
+    20,
+    None,
+    0,
+    (1_000, 10_000),
+    1_000_000,
+    20,
+    256 * 2**20,
+    300_000,
+    5,
+    6,
+    1_000_000,
+    500,
 )
 FULL = Sizes(
     "full",
@@ -56,6 +71,8 @@ FULL = Sizes(
     1_000_000,
     5,
     12,
+    3_000_000,
+    500,
 )
 
 
@@ -78,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", type=int, help="item numbers to run")
     args = parser.parse_args(argv)
     sizes = FULL if args.full else TINY if args.tiny else QUICK
-    only = set(args.only or [1, 2, 3, 4, 5, 6])
+    only = set(args.only or [1, 2, 3, 4, 5, 6, 7])
     warnings.filterwarnings("ignore")
     # Stop the embedded servers on SIGTERM too (the default would skip the clean-up).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -115,10 +132,22 @@ def main(argv: list[str] | None = None) -> int:
         if 6 in only and sizes.fresh_puts:
             step(f"6. freshness, {sizes.fresh_puts} puts a mode")
             results += freshness(servers, sizes.fresh_puts)
+        if 7 in only and sizes.feast_rows:
+            from bench.feast_retrieval import feast_retrieval
+
+            step(f"7. Feast retrieval, {sizes.feast_rows:,} rows")
+            results += feast_retrieval(servers, sizes.feast_rows, sizes.feast_drivers, instance)
     step("writing the report")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report.write(out, sizes.name, machine(), results, time.perf_counter() - started)
+    report.write(
+        out,
+        sizes.name,
+        machine(),
+        results,
+        time.perf_counter() - started,
+        replace_only=bool(args.only),
+    )
     for r in results:
         print(
             f"{r.item:24} {r.measure:50} ours {r.ours:12.4g} {r.unit:14} anchor "

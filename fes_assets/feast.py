@@ -17,14 +17,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .core import settings
 from .core.catalogue import Catalog
 from .core.errors import QueryError
-from .core.feature_rows import FeatureRead, read_feature_rows
+from .core.feature_rows import FeatureRead, IdFilter, read_feature_rows
 from .core.object_store import ObjectStore
-from .core.point_in_time import join_features
+from .core.point_in_time import join_looking_back
 from .core.queries import EntityQuery, Instant, to_instant
 from .core.registry import load_registry, parse_registry
 from .core.storage.database import IndexDb
@@ -38,6 +37,8 @@ Progress = Callable[[str, int, int], None]  # (feature view, objects read, objec
 @dataclass
 class _View:
     name: str
+    timestamp_field: str
+    created_column: str | None
     join_keys: list[str]
     ttl: timedelta | None
     features: list[str]  # requested, in order
@@ -65,6 +66,8 @@ def _feature_refs(features: Any) -> list[tuple[str, str]]:
         view, sep, name = str(ref).partition(":")
         if not sep or not view or not name or ":" in name:
             raise QueryError(f"feature reference {ref!r} is not 'feature_view:feature'")
+        if (view, name) in refs:
+            raise QueryError(f"feature reference {ref!r} is given twice")
         refs.append((view, name))
     return refs
 
@@ -74,8 +77,8 @@ def _feast_view(store: Any, name: str, refs: list[str]) -> _View:
 
     try:
         view = store.get_feature_view(name)
-    except Exception as e:  # Feast raises its own FeatureViewNotFoundException
-        raise QueryError(f"feature view {name!r} is not in the Feast registry: {e}") from e
+    except Exception as e:  # Feast raises its own FeatureViewNotFoundException, among others
+        raise QueryError(f"feature view {name!r} could not be read from Feast: {e}") from e
     declared = {f.name: f for f in view.features}
     unknown = [f for f in refs if f not in declared]
     if unknown:
@@ -89,8 +92,11 @@ def _feast_view(store: Any, name: str, refs: list[str]) -> _View:
         except Exception:  # a type Arrow has no single twin for: keep what the files hold
             types[f] = None
     ttl = view.ttl if view.ttl and view.ttl.total_seconds() > 0 else None
+    source = view.batch_source
     return _View(
         name=name,
+        timestamp_field=source.timestamp_field,
+        created_column=source.created_timestamp_column or None,
         join_keys=sorted(view.join_keys),
         ttl=ttl,
         features=refs,
@@ -174,7 +180,8 @@ def historical_features(
     for v in views:
         spec = catalog.indexed_spec(v.name)
         if spec == {}:  # taken in before the index kept specs: the configured registry's
-            spec = load_registry().feature_tables[v.name].spec()
+            configured = load_registry().feature_tables.get(v.name)
+            spec = configured.spec() if configured else None
         if spec is None:
             raise QueryError(
                 f"feature view {v.name!r} is not indexed: the index has no feature table of "
@@ -187,6 +194,13 @@ def historical_features(
             raise QueryError(
                 f"feature view {v.name!r} joins on {', '.join(v.join_keys)} but its index has "
                 f"{', '.join(table.join_keys)}"
+            )
+        indexed = (table.timestamp_column, table.created_timestamp_column)
+        if indexed != (v.timestamp_field, v.created_column):
+            raise QueryError(
+                f"feature view {v.name!r} has timestamp {v.timestamp_field!r} and created "
+                f"timestamp {v.created_column!r}, but its index has {indexed[0]!r} and "
+                f"{indexed[1]!r}: run `fes import-feast` again"
             )
         tables[v.name] = table
     for v in views:
@@ -219,26 +233,19 @@ def _view_columns(
     outputs = dict(zip(v.features, v.outputs, strict=True))
     if not entities.num_rows:
         return {outputs[f]: pa.chunked_array([], v.types[f] or pa.null()) for f in v.features}
-    ts = entities.column("event_timestamp")
-    first, last = pc.min(ts).as_py(), pc.max(ts).as_py()
-    ids = None
-    if len(v.join_keys) == 1:
-        ids = pc.unique(entities.column(v.join_keys[0]))
     read = FeatureRead(
         table=table,
         features={outputs[f]: v.mapping[f] for f in v.features},
-        start=first - v.ttl if v.ttl else None,
-        end=last,
-        ids=ids,
+        types={outputs[f]: v.types[f] for f in v.features},
     )
-    rows = read_feature_rows(
-        catalog, objects, read, (lambda d, n: progress(v.name, d, n)) if progress else None
-    )
-    joined = join_features(entities, rows, v.join_keys, v.ttl, {o: o for o in v.outputs})
-    typed = {}
-    for f in v.features:
-        column, want = joined[outputs[f]], v.types[f]
-        if pa.types.is_null(column.type) and want is not None:
-            column = column.cast(want)  # no row read: the declared type, not Arrow's null
-        typed[outputs[f]] = column  # otherwise the files' type, as Feast's file store gives
-    return typed
+    report = (lambda d, n: progress(v.name, d, n)) if progress else None
+
+    def read_rows(ranges: list, ids: pa.Array) -> pa.Table:
+        return read_feature_rows(catalog, objects, read, ranges, IdFilter(ids), report)
+
+    earliest = None if v.ttl else catalog.earliest_event(v.name)
+    joined = join_looking_back(entities, v.join_keys, v.ttl, earliest, read_rows, v.outputs)
+    return {
+        name: column.cast(v.types[f]) if pa.types.is_null(column.type) and v.types[f] else column
+        for f, name, column in ((f, outputs[f], joined[outputs[f]]) for f in v.features)
+    }

@@ -13,6 +13,7 @@ import pytest
 
 from fes_assets.cli import main as fes
 from fes_assets.core.errors import QueryError
+from fes_assets.dev.feast_repo import write_feature_store_yaml
 
 from .conftest import ACCESS_KEY, SECRET_KEY
 
@@ -24,18 +25,7 @@ from fes_assets.feast import historical_features  # noqa: E402
 TS = pa.timestamp("us", tz="UTC")
 DAY = datetime(2021, 4, 1, tzinfo=UTC)
 STATS_TTL = timedelta(hours=3)
-TRIPS_TTL = timedelta(days=1)
-STORE = """
-project: fes_features
-registry: {folder}/registry.db
-provider: local
-offline_store:
-  type: file
-online_store:
-  type: sqlite
-  path: {folder}/online.db
-entity_key_serialization_version: 3
-"""
+TRIPS_TTL = None  # no TTL: any older row counts, however old
 
 
 def _at(day: int, hour: float) -> datetime:
@@ -76,6 +66,19 @@ def _data(rng: np.random.Generator) -> tuple[list[dict], list[dict]]:
     )
     # Driver 1's trips start after its stats row at 10:00: Feast's file store drops that row.
     trips.append({"driver_id": 1, "event_timestamp": _at(1, 12), "n_trips": 7})
+    # Driver 21's only trips row is older than the partitions: it still counts (no TTL).
+    for day in range(3):
+        stats.append(
+            {
+                "driver_id": 21,
+                "event_timestamp": _at(day, 9),
+                "created": _at(day, 9),
+                "conv_rate": 0.5,
+            }
+        )
+    trips.append(
+        {"driver_id": 21, "event_timestamp": datetime(2021, 3, 20, tzinfo=UTC), "n_trips": 42}
+    )
     # Driver 25 has trips only: its rows come from driver_trips' index.
     trips.append({"driver_id": 25, "event_timestamp": _at(1, 8), "n_trips": 3})
     return stats, trips
@@ -96,7 +99,8 @@ TRIPS_TYPES = {"driver_id": pa.int64(), "event_timestamp": TS, "n_trips": pa.int
 
 def _value(rows: list[dict], driver: int, t: datetime, ttl: timedelta, column: str):
     """Brute force: the newest row at or before t within the TTL (newest created on ties)."""
-    found = [r for r in rows if r["driver_id"] == driver and t - ttl <= r["event_timestamp"] <= t]
+    oldest = t - ttl if ttl else datetime.min.replace(tzinfo=UTC)
+    found = [r for r in rows if r["driver_id"] == driver and oldest <= r["event_timestamp"] <= t]
     if not found:
         return None
     return max(found, key=lambda r: (r["event_timestamp"], r.get("created", t)))[column]
@@ -135,14 +139,16 @@ def indexed(lab, tmp_path, monkeypatch):
                 "entities": {"driver_id": "INT64"},
                 "timestamp_column": "event_timestamp",
             },
-        }
+        },
+        start="2021-04-01",
     )
     stats, trips = _data(np.random.default_rng(11))
     for day in range(3):
         part = [r for r in stats if r["event_timestamp"].date() == _at(day, 0).date()]
         # Small row groups: the reader skips those outside the window.
         lab.put(f"stats/day={day}.parquet", _table(part, STATS_TYPES), row_group_size=16)
-    lab.put("trips/all.parquet", _table(trips, TRIPS_TYPES))
+    lab.put("trips/all.parquet", _table([r for r in trips if r["driver_id"] != 21], TRIPS_TYPES))
+    lab.put("trips/old.parquet", _table([r for r in trips if r["driver_id"] == 21], TRIPS_TYPES))
     assert lab.materialize("driver_id", ("2021-04-01", "2021-04-03")).success
 
     for name, value in {
@@ -155,8 +161,7 @@ def indexed(lab, tmp_path, monkeypatch):
     }.items():
         monkeypatch.setenv(name, value)
     repo = tmp_path / "repo"
-    repo.mkdir()
-    (repo / "feature_store.yaml").write_text(STORE.format(folder=repo))
+    write_feature_store_yaml(repo, "fes_features")
     store = feast.FeatureStore(repo_path=str(repo))
     driver = feast.Entity(name="driver", join_keys=["driver_id"], value_type=feast.ValueType.INT64)
     customer = feast.Entity(
@@ -212,7 +217,12 @@ def test_every_entity_row_once_with_its_point_in_time_values(indexed):
     lab, store, _, stats, trips = indexed
     lo, hi = _at(1, 0), _at(2, 0)
 
-    window = historical_features(store, REFS, lo, hi).to_arrow()
+    reads: dict[str, int] = {}
+
+    def progress(view: str, done: int, total: int) -> None:
+        reads[view] = reads.get(view, 0) + (done == total) * total
+
+    window = historical_features(store, REFS, lo, hi, progress=progress).to_arrow()
     expected = {
         (r["driver_id"], r["event_timestamp"])
         for r in stats + trips
@@ -226,6 +236,9 @@ def test_every_entity_row_once_with_its_point_in_time_values(indexed):
     # The row Feast's file store drops: stats at 10:00, trips only from 12:00.
     assert rows[(1, _at(1, 10))]["conv_rate"] == 0.75 and rows[(1, _at(1, 10))]["trips"] is None
     assert rows[(25, _at(1, 8))]["conv_rate"] is None and rows[(25, _at(1, 8))]["trips"] == 3
+    assert rows[(21, _at(1, 9))]["trips"] == 42  # from before the partitions
+    # Only the objects that can hold the answer: two of the three days for a 3-hour TTL.
+    assert reads["driver_stats"] == 2, reads
 
     latest = historical_features(store, REFS, _at(0, 0), _at(3, 0), latest=True).to_arrow()
     newest: dict[int, datetime] = {}

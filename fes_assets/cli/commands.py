@@ -6,12 +6,9 @@ import argparse
 import sys
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import pyarrow as pa
 import yaml
-
-if TYPE_CHECKING:
-    import pyarrow as pa
 
 from ..core import settings
 from ..core.errors import CommandError, FesError
@@ -54,10 +51,11 @@ def write_table(table: pa.Table, output: str | None, fmt: str | None) -> None:
     else:
         import pyarrow.csv as pacsv
 
-        if output:
-            pacsv.write_csv(table, output)
-        else:
-            pacsv.write_csv(table, sys.stdout.buffer)
+        try:
+            pacsv.write_csv(table, output or sys.stdout.buffer)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise CommandError(f"cannot write CSV ({e}): use --format parquet") from e
+        if not output:
             sys.stdout.flush()
     if output:
         print(f"{table.num_rows} row(s) written to {output}", file=sys.stderr)

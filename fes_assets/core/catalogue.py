@@ -259,6 +259,7 @@ class CatalogChanges:
 class IndexedObject:
     bucket: str
     key: str
+    etag: str | None
     size: int | None
 
     @property
@@ -433,12 +434,24 @@ class Catalog:
             return None
         return rows[0]["spec"] or {}
 
-    def indexed_files(self, feature_table: str, first: date, last: date) -> list[IndexedObject]:
-        """Live files of `feature_table` whose rows the index holds for a day in [first, last]."""
+    def files_overlapping(
+        self, feature_table: str, ranges: Sequence[tuple[datetime, datetime]]
+    ) -> list[IndexedObject]:
+        """Live files of `feature_table` whose rows may fall in one of `ranges` (both ends
+        included)."""
         rows = self._run(
-            "indexed_files", {"table": feature_table, "first_day": first, "last_day": last}
+            "files_overlapping",
+            {
+                "table": feature_table,
+                "los": [lo for lo, _ in ranges],
+                "his": [hi for _, hi in ranges],
+            },
         )
-        return [IndexedObject(r["bucket"], r["key"], r["size"]) for r in rows]
+        return [IndexedObject(r["bucket"], r["key"], r["etag"], r["size"]) for r in rows]
+
+    def earliest_event(self, feature_table: str) -> datetime | None:
+        rows = self._run("earliest_event", {"table": feature_table})
+        return rows[0]["earliest"] if rows else None
 
     def mark_deleted(self, ids: list[int]) -> None:
         self._run("mark_deleted", {"ids": ids})

@@ -1,91 +1,160 @@
-"""Feature rows of one feature table for a time range, read from the objects the index holds
-rows of for those days: only the row groups whose timestamps overlap the range, only the id,
-timestamp and requested feature columns."""
+"""Feature rows of one feature table in a set of time ranges, read from the objects the
+catalogue says may hold them: only the row groups whose timestamps overlap a range, only the
+id, timestamp and requested feature columns, only the ids asked for."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .catalogue import Catalog, IndexedObject
-from .errors import BadObjectError, FesError
+from .errors import BadObjectError
 from .object_store import ObjectStore
 from .parquet import ARROW_TYPES, TS_TYPE, canonical_table, columns_for, read_footer
 from .registry import FeatureTable
 
 READERS = 8  # objects read at once: S3 latency, not CPU, bounds a read
-ONE_MICROSECOND = timedelta(microseconds=1)
+ATTEMPTS = 3  # reads of an object replaced while it was being read
+Ranges = Sequence[tuple[datetime, datetime]]  # sorted, disjoint, both ends included
 
 
 @dataclass(frozen=True)
 class FeatureRead:
-    """What to read of one feature table: `features` maps output column -> source column."""
+    """What to read of one feature table: `features` maps output column -> source column,
+    `types` output column -> the Arrow type declared for it (None: the objects' own)."""
 
     table: FeatureTable
     features: dict[str, str]
-    start: datetime | None  # inclusive; None: unbounded
-    end: datetime  # inclusive, as an entity row's timestamp is
-    ids: pa.Array | None = None  # keep only these ids (single join key), when given
+    types: dict[str, pa.DataType | None]
 
 
-def _read_object(store: ObjectStore, obj: IndexedObject, read: FeatureRead) -> pa.Table | None:
-    ft = read.table
+class IdFilter:
+    """The ids of one join key asked for, hashed once for every object read."""
+
+    def __init__(self, ids: pa.Array | pa.ChunkedArray) -> None:
+        self._index = pd.Index(ids.to_pandas()).unique()
+
+    def mask(self, column: pa.ChunkedArray) -> np.ndarray:
+        return self._index.get_indexer(column.to_pandas()) >= 0
+
+
+def _micros(values: Sequence[datetime] | pa.ChunkedArray) -> np.ndarray:
+    if isinstance(values, pa.ChunkedArray):
+        return values.cast(TS_TYPE).cast(pa.int64()).to_numpy()
+    return np.array([int(v.timestamp() * 1_000_000) for v in values], dtype=np.int64)
+
+
+class _Ranges:
+    def __init__(self, ranges: Ranges) -> None:
+        self.los = _micros([lo for lo, _ in ranges])
+        self.his = _micros([hi for _, hi in ranges])
+
+    def overlaps(self, lo: datetime | None, hi: datetime | None) -> bool:
+        if lo is None or hi is None:
+            return True  # no statistics: the row group may hold any time
+        at = np.searchsorted(self.los, _micros([hi])[0], side="right") - 1
+        return bool(at >= 0 and self.his[at] >= _micros([lo])[0])
+
+    def mask(self, ts: pa.ChunkedArray) -> np.ndarray:
+        t = _micros(ts)
+        at = np.searchsorted(self.los, t, side="right") - 1
+        inside = at >= 0
+        inside[inside] = t[inside] <= self.his[at[inside]]
+        return inside
+
+
+def _typed(raw: pa.ChunkedArray, want: pa.DataType | None, where: str) -> pa.ChunkedArray:
+    if pa.types.is_dictionary(raw.type):
+        raw = raw.cast(raw.type.value_type)
+    if want is None or raw.type == want:
+        return raw
     try:
-        pf = store.open_parquet(obj.bucket, obj.key, obj.size)
-        footer = read_footer(pf, ft)
-    except OSError:
-        if store.head(obj.bucket, obj.key) is None:
-            return None  # deleted since it was indexed: the index drops its rows on its next run
-        raise
-    except (BadObjectError, pa.ArrowInvalid) as e:
-        raise BadObjectError(f"{obj.path}: {e}") from e
+        return raw.cast(want, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
+        raise BadObjectError(f"{where} is {raw.type}, not the declared {want}: {e}") from e
+
+
+def _read_once(
+    store: ObjectStore, obj: IndexedObject, read: FeatureRead, ranges: _Ranges, ids: IdFilter | None
+) -> pa.Table | None:
+    ft = read.table
+    pf = store.open_parquet(obj.bucket, obj.key, obj.size)
+    footer = read_footer(pf, ft)
     names = pf.schema_arrow.names
     missing = [c for c in read.features.values() if c not in names]
     if missing:
-        raise BadObjectError(f"{obj.path}: missing feature column(s) {', '.join(missing)}")
+        raise BadObjectError(f"missing feature column(s) {', '.join(missing)}")
     id_columns = list(dict.fromkeys(columns_for(ft).values()))
     columns = list(dict.fromkeys([*id_columns, *read.features.values()]))
-    lo = read.start or datetime.min.replace(tzinfo=read.end.tzinfo)
-    hi = read.end + ONE_MICROSECOND
     parts = []
     for rg in footer.row_groups:
-        if not rg.num_rows or not rg.overlaps(lo, hi):
+        if not rg.num_rows or not ranges.overlaps(rg.min_ts, rg.max_ts):
             continue
         raw = pf.read_row_group(rg.index, columns=columns)
         table = canonical_table(raw, ft)
+        keep = ranges.mask(table.column("event_timestamp"))
+        if ids is not None:
+            keep &= ids.mask(table.column(ft.join_keys[0]))
+        if not keep.any():
+            continue
+        table = table.filter(keep)
+        raw = raw.filter(keep)
         for name, column in read.features.items():
-            table = table.append_column(name, raw.column(column))
-        mask = pc.less(table.column("event_timestamp"), pa.scalar(hi, TS_TYPE))
-        if read.start is not None:
-            mask = pc.and_(
-                mask, pc.greater_equal(table.column("event_timestamp"), pa.scalar(lo, TS_TYPE))
-            )
-        if read.ids is not None:
-            mask = pc.and_(mask, pc.is_in(table.column(ft.join_keys[0]), value_set=read.ids))
-        parts.append(table.filter(mask))
+            feature = _typed(raw.column(column), read.types.get(name), f"column {column!r}")
+            table = table.append_column(name, feature)
+        parts.append(table)
     if not parts:
         return None
-    return pa.concat_tables(parts, promote_options="permissive")
+    return pa.concat_tables(parts)
+
+
+def _read_object(
+    store: ObjectStore, obj: IndexedObject, read: FeatureRead, ranges: _Ranges, ids: IdFilter | None
+) -> pa.Table | None:
+    """One object's rows, read from a single version of it: an object replaced while it was
+    read is read again."""
+    for _ in range(ATTEMPTS):
+        before = store.head(obj.bucket, obj.key)
+        if before is None:
+            return None  # deleted since it was catalogued: the index drops its rows next run
+        current = IndexedObject(obj.bucket, obj.key, before.etag, before.size)
+        try:
+            table = _read_once(store, current, read, ranges, ids)
+        except (OSError, pa.ArrowException, BadObjectError) as e:
+            if store.head(obj.bucket, obj.key) is None:
+                return None
+            raise BadObjectError(f"{obj.path}: {e}") from e
+        after = store.head(obj.bucket, obj.key)
+        if after is None:
+            return None
+        if after.etag == before.etag:
+            return table
+    raise BadObjectError(f"{obj.path} changed while it was read, {ATTEMPTS} times")
 
 
 def read_feature_rows(
     catalog: Catalog,
     store: ObjectStore,
     read: FeatureRead,
+    ranges: Ranges,
+    ids: IdFilter | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> pa.Table:
-    """The rows of `read.table` in [start, end]: join keys, `event_timestamp`,
-    `created_timestamp` and the feature columns under their output names."""
-    first = read.start.date() if read.start is not None else date.min
-    objects = catalog.indexed_files(read.table.name, first, read.end.date())
+    """The rows of `read.table` with times in `ranges` (and ids in `ids`): join keys,
+    `event_timestamp`, `created_timestamp` and the feature columns under their output
+    names."""
+    objects = catalog.files_overlapping(read.table.name, ranges) if ranges else []
+    spans = _Ranges(ranges)
     tables = []
     with ThreadPoolExecutor(max_workers=READERS) as pool:
-        for done, table in enumerate(pool.map(lambda o: _read_object(store, o, read), objects)):
+        found = pool.map(lambda o: _read_object(store, o, read, spans, ids), objects)
+        for done, table in enumerate(found):
             if table is not None and table.num_rows:
                 tables.append(table)
             if progress is not None:
@@ -94,12 +163,15 @@ def read_feature_rows(
         return _empty(read)
     try:
         return pa.concat_tables(tables, promote_options="permissive")
-    except pa.ArrowInvalid as e:
-        raise FesError(f"feature table {read.table.name!r}: objects disagree on types: {e}") from e
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise BadObjectError(
+            f"feature table {read.table.name!r}: objects disagree on a feature's type ({e}); "
+            "declare it in the feature view's schema"
+        ) from e
 
 
 def _empty(read: FeatureRead) -> pa.Table:
     fields = [pa.field(k, ARROW_TYPES[read.table.entities[k]]) for k in read.table.join_keys]
     fields += [pa.field("event_timestamp", TS_TYPE), pa.field("created_timestamp", TS_TYPE)]
-    fields += [pa.field(name, pa.null()) for name in read.features]
+    fields += [pa.field(name, read.types.get(name) or pa.null()) for name in read.features]
     return pa.schema(fields).empty_table()

@@ -306,12 +306,18 @@ ORDER BY feature_table, bucket, key LIMIT %(limit)s;
 -- What the index holds a feature table as (NULL spec: taken in before specs were kept).
 SELECT spec FROM {schema}.feature_tables WHERE name = %(name)s AND removed_at IS NULL;
 
--- name: indexed_files
--- The live files of a table whose rows the index holds for a day in [first_day, last_day]:
--- where the rows behind its answers are.
-SELECT f.bucket, f.key, f.size
+-- name: files_overlapping
+-- The live files of a table whose catalogued rows may fall in one of the ranges [los[i],
+-- his[i]]: where the rows of an answer are. A file without timestamp statistics may hold any.
+SELECT f.bucket, f.key, f.etag, f.size
 FROM {schema}.files f
 WHERE f.feature_table = %(table)s AND f.status <> 'deleted'
-  AND f.id IN (SELECT d.file_id FROM {schema}.file_days d
-               WHERE d.day >= %(first_day)s AND d.day <= %(last_day)s)
+  AND (f.min_event_timestamp IS NULL OR EXISTS (
+      SELECT 1 FROM unnest(%(los)s::timestamptz[], %(his)s::timestamptz[]) AS r(lo, hi)
+      WHERE f.min_event_timestamp <= r.hi AND f.max_event_timestamp >= r.lo))
 ORDER BY f.key;
+
+-- name: earliest_event
+-- The oldest catalogued event of a table's live files (NULL: none has statistics).
+SELECT min(min_event_timestamp) AS earliest FROM {schema}.files
+WHERE feature_table = %(table)s AND status <> 'deleted';
