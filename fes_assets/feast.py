@@ -240,10 +240,10 @@ def _view_columns(
     )
     report = (lambda d, n: progress(v.name, d, n)) if progress else None
 
-    def read_rows(ranges: list, ids: pa.Array) -> pa.Table:
-        return read_feature_rows(catalog, objects, read, ranges, IdFilter(ids), report)
+    def read_rows(ranges: list, key: str, ids: pa.Array) -> pa.Table:
+        return read_feature_rows(catalog, objects, read, ranges, IdFilter(key, ids), report)
 
-    earliest = None if v.ttl else catalog.earliest_event(v.name)
+    earliest = catalog.earliest_event(v.name)
     joined = join_looking_back(entities, v.join_keys, v.ttl, earliest, read_rows, v.outputs)
     return {
         name: column.cast(v.types[f]) if pa.types.is_null(column.type) and v.types[f] else column

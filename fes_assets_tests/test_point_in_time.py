@@ -11,12 +11,13 @@ import pytest
 
 from fes_assets.core.point_in_time import join_looking_back
 
-T0 = datetime(2021, 1, 1, tzinfo=UTC)
+T0 = datetime(2001, 1, 1, 0, 0, 0, 570078, tzinfo=UTC)  # sub-second, outside 2005..2041
 TS = pa.timestamp("us", tz="UTC")
 
 
 def _rows(rng: np.random.Generator, n: int, days: int) -> pa.Table:
-    seconds = rng.integers(0, days * 86_400, n) // 3600 * 3600  # on the hour: many ties
+    # On the hour (many ties), plus a few off by sub-second amounts far from 1970.
+    seconds = rng.integers(0, days * 86_400, n) // 3600 * 3600
     return pa.table(
         {
             "a": pa.array(rng.integers(0, 6, n), pa.int64()),
@@ -55,8 +56,13 @@ def test_join_looking_back_equals_brute_force(seed):
     rng = np.random.default_rng(seed)
     days = 400
     rows = _rows(rng, 600, days)
-    ttl = [None, timedelta(hours=5), timedelta(days=3), timedelta(days=90)][seed % 4]
+    ttl = [None, timedelta(hours=5), timedelta(days=3, microseconds=1001), timedelta(days=900)][
+        seed % 4
+    ]
     entity_ts = [T0 + timedelta(seconds=int(s)) for s in rng.integers(0, days * 86_400, 80)]
+    # Entity rows exactly at a row's time, and exactly a TTL after one.
+    some = rows.column("event_timestamp").to_pylist()[:20]
+    entity_ts[:20] = some[:10] + [t + (ttl or timedelta(0)) for t in some[10:20]]
     entities = pa.table(
         {
             "a": pa.array(rng.integers(0, 7, 80), pa.int64()),  # id 6 has no row at all
@@ -66,12 +72,12 @@ def test_join_looking_back_equals_brute_force(seed):
     )
     read: list[int] = []
 
-    def read_rows(ranges, ids):
+    def read_rows(ranges, key, ids):
         ts = rows.column("event_timestamp").to_pylist()
         wanted = set(ids.to_pylist())
         keep = [
-            any(lo <= t <= hi for lo, hi in ranges) and a in wanted
-            for t, a in zip(ts, rows.column("a").to_pylist(), strict=True)
+            any(lo <= t <= hi for lo, hi in ranges) and v in wanted
+            for t, v in zip(ts, rows.column(key).to_pylist(), strict=True)
         ]
         picked = rows.filter(pa.array(keep, pa.bool_()))
         read.append(picked.num_rows)
@@ -104,7 +110,7 @@ def test_recent_matches_read_only_the_recent_past():
     entities = recent.select(["a", "b"]).append_column("event_timestamp", pa.array([at] * 6, TS))
     looked: list = []
 
-    def read_rows(ranges, ids):
+    def read_rows(ranges, key, ids):
         looked.append(ranges)
         ts = rows.column("event_timestamp").to_pylist()
         keep = [any(lo <= t <= hi for lo, hi in ranges) for t in ts]

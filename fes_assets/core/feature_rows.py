@@ -17,6 +17,7 @@ from .catalogue import Catalog, IndexedObject
 from .errors import BadObjectError
 from .object_store import ObjectStore
 from .parquet import ARROW_TYPES, TS_TYPE, canonical_table, columns_for, read_footer
+from .point_in_time import micros
 from .registry import FeatureTable
 
 READERS = 8  # objects read at once: S3 latency, not CPU, bounds a read
@@ -35,19 +36,20 @@ class FeatureRead:
 
 
 class IdFilter:
-    """The ids of one join key asked for, hashed once for every object read."""
+    """The values of one join key asked for, hashed once for every object read."""
 
-    def __init__(self, ids: pa.Array | pa.ChunkedArray) -> None:
+    def __init__(self, key: str, ids: pa.Array | pa.ChunkedArray) -> None:
+        self.key = key
         self._index = pd.Index(ids.to_pandas()).unique()
 
-    def mask(self, column: pa.ChunkedArray) -> np.ndarray:
-        return self._index.get_indexer(column.to_pandas()) >= 0
+    def mask(self, table: pa.Table) -> np.ndarray:
+        return self._index.get_indexer(table.column(self.key).to_pandas()) >= 0
 
 
 def _micros(values: Sequence[datetime] | pa.ChunkedArray) -> np.ndarray:
     if isinstance(values, pa.ChunkedArray):
         return values.cast(TS_TYPE).cast(pa.int64()).to_numpy()
-    return np.array([int(v.timestamp() * 1_000_000) for v in values], dtype=np.int64)
+    return np.array([micros(v) for v in values], dtype=np.int64)
 
 
 class _Ranges:
@@ -100,7 +102,7 @@ def _read_once(
         table = canonical_table(raw, ft)
         keep = ranges.mask(table.column("event_timestamp"))
         if ids is not None:
-            keep &= ids.mask(table.column(ft.join_keys[0]))
+            keep &= ids.mask(table)
         if not keep.any():
             continue
         table = table.filter(keep)
@@ -127,8 +129,11 @@ def _read_object(
         try:
             table = _read_once(store, current, read, ranges, ids)
         except (OSError, pa.ArrowException, BadObjectError) as e:
-            if store.head(obj.bucket, obj.key) is None:
+            now = store.head(obj.bucket, obj.key)
+            if now is None:
                 return None
+            if now.etag != before.etag:
+                continue  # replaced while it was read: read the new version
             raise BadObjectError(f"{obj.path}: {e}") from e
         after = store.head(obj.bucket, obj.key)
         if after is None:

@@ -66,20 +66,42 @@ def matching_rows(
 
 
 FIRST_SPAN = timedelta(days=1)
-GROWTH = 4  # each look further back covers this many times the span of the one before
+GROWTH = 16  # each look further back covers this many times the span of the one before
 MERGE_GAP = timedelta(hours=1)  # ranges closer than this are read as one
+MAX_RANGES = 200  # more are merged across their smallest gaps: the catalogue tests each
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_MICROSECOND = timedelta(microseconds=1)
+OLDEST = (datetime(1, 1, 2, tzinfo=UTC) - EPOCH) // ONE_MICROSECOND  # microseconds
+
+
+def micros(value: datetime | timedelta) -> int:
+    """Exact microseconds since the epoch (or of a duration): no float on the way."""
+    if isinstance(value, datetime):
+        return (value - EPOCH) // ONE_MICROSECOND
+    return value // ONE_MICROSECOND
 
 
 def merged_ranges(los: np.ndarray, his: np.ndarray) -> list[tuple[datetime, datetime]]:
-    """The union of the ranges [los[i], his[i]] (microseconds), as few sorted ranges."""
+    """The union of the ranges [los[i], his[i]] (microseconds), as at most MAX_RANGES sorted
+    ranges: a wider range only reads more rows, which the join then ignores."""
     order = np.argsort(los, kind="stable")
-    gap = int(MERGE_GAP.total_seconds() * 1_000_000)
+    gap = micros(MERGE_GAP)
     out: list[list[int]] = []
     for lo, hi in zip(los[order].tolist(), his[order].tolist(), strict=True):
         if out and lo <= out[-1][1] + gap:
             out[-1][1] = max(out[-1][1], hi)
         else:
             out.append([lo, hi])
+    if len(out) > MAX_RANGES:
+        gaps = np.array([b[0] - a[1] for a, b in zip(out, out[1:], strict=False)])
+        split = set(np.argsort(gaps)[-(MAX_RANGES - 1) :].tolist())  # the widest gaps stay
+        joined = [out[0]]
+        for i, r in enumerate(out[1:]):
+            if i in split:
+                joined.append(r)
+            else:
+                joined[-1][1] = max(joined[-1][1], r[1])
+        out = joined
     return [(_instant(lo), _instant(hi)) for lo, hi in out]
 
 
@@ -87,11 +109,12 @@ def _micros_of(ts: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return ts.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
 
 
-def _instant(micros: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+def _instant(value: int) -> datetime:
+    return EPOCH + timedelta(microseconds=value)
 
 
-ReadRows = Callable[[list[tuple[datetime, datetime]], pa.Array], pa.Table]
+# (ranges, join key, its values) -> rows with times in the ranges and the key in the values
+ReadRows = Callable[[list[tuple[datetime, datetime]], str, pa.Array], pa.Table]
 
 
 def join_looking_back(
@@ -103,22 +126,25 @@ def join_looking_back(
     features: list[str],
 ) -> dict[str, pa.ChunkedArray]:
     """Feature columns aligned with `entities`, reading only as far back as each entity row
-    needs: first the day up to each row's time, then spans growing back (to the TTL, or to
-    `earliest` without one) for the rows still without a match, for their ids only.
+    needs: first the day up to each row's time, then spans growing back (to the TTL and to
+    `earliest`, the oldest row there is; None: unknown) for the rows still without a match,
+    for their ids only.
 
-    `read_rows(ranges, ids)` returns the rows with times in `ranges` (both ends included)
-    and the given values of the first join key. A match found in a span is final: no row of
-    that id is newer and still at or before the entity row's time, since every span after the
-    first is older than the spans already read for it."""
+    `read_rows(ranges, key, ids)` returns the rows with times in `ranges` (both ends included)
+    whose `key` is one of `ids`. A match found in an entity row's own span is final: every
+    newer row of its id up to its time was in the spans read for it before."""
     n = entities.num_rows
     ts = _micros_of(entities.column(TS))
+    oldest = max(OLDEST, micros(earliest)) if earliest is not None else OLDEST
+    floor = np.full(n, oldest, dtype=np.int64)
     if ttl is not None:
-        floor = ts - int(ttl.total_seconds() * 1_000_000)
-    else:
-        start = int(earliest.timestamp() * 1_000_000) if earliest is not None else int(ts.min())
-        floor = np.minimum(np.full(n, start, dtype=np.int64), ts)
+        # Clamped first: a TTL of centuries would overflow the subtraction.
+        floor = np.maximum(floor, ts - min(micros(ttl), int(ts.max()) - OLDEST))
+    floor = np.minimum(floor, ts)
+    # The id filter goes on the key with the most distinct values: it narrows the read most.
+    key = max(keys, key=lambda k: pc.count_distinct(entities.column(k)).as_py())
     upper = ts.copy()
-    span = int(FIRST_SPAN.total_seconds() * 1_000_000)
+    span = micros(FIRST_SPAN)
     pending = np.arange(n, dtype=np.int64)
     found: list[pa.Table] = []
     where = np.full(n, -1, dtype=np.int64)  # entity row -> row of the kept matches
@@ -126,7 +152,7 @@ def join_looking_back(
     while pending.size:
         lower = np.maximum(floor[pending], upper[pending] - span)
         wanted = entities.take(pa.array(pending))
-        rows = read_rows(merged_ranges(lower, upper[pending]), pc.unique(wanted.column(keys[0])))
+        rows = read_rows(merged_ranges(lower, upper[pending]), key, pc.unique(wanted.column(key)))
         match = matching_rows(wanted, rows, keys, ttl)
         hit = match.is_valid().to_numpy(zero_copy_only=False)
         if hit.any():
@@ -141,10 +167,10 @@ def join_looking_back(
             kept += int(hit.sum())
         upper[pending] = lower - 1
         pending = pending[~hit & (lower > floor[pending])]
-        span *= GROWTH
+        span = min(span * GROWTH, 2**62)  # past any history: the floors end the loop
     if found:
         matches = pa.concat_tables(found, promote_options="permissive")
     else:
-        matches = read_rows([], pa.array([], entities.schema.field(keys[0]).type))
+        matches = read_rows([], key, pa.array([], entities.schema.field(key).type))
     positions = pa.array(where, mask=where < 0)
     return {name: matches.column(name).take(positions) for name in features}

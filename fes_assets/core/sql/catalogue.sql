@@ -307,17 +307,21 @@ ORDER BY feature_table, bucket, key LIMIT %(limit)s;
 SELECT spec FROM {schema}.feature_tables WHERE name = %(name)s AND removed_at IS NULL;
 
 -- name: files_overlapping
--- The live files of a table whose catalogued rows may fall in one of the ranges [los[i],
--- his[i]]: where the rows of an answer are. A file without timestamp statistics may hold any.
+-- The readable files of a table (failed ones are not) whose catalogued rows may fall in one
+-- of the ranges [los[i], his[i]]: where the rows of an answer are. A file without timestamp
+-- statistics may hold any.
 SELECT f.bucket, f.key, f.etag, f.size
 FROM {schema}.files f
-WHERE f.feature_table = %(table)s AND f.status <> 'deleted'
+WHERE f.feature_table = %(table)s AND f.status IN ('pending', 'indexed')
   AND (f.min_event_timestamp IS NULL OR EXISTS (
       SELECT 1 FROM unnest(%(los)s::timestamptz[], %(his)s::timestamptz[]) AS r(lo, hi)
       WHERE f.min_event_timestamp <= r.hi AND f.max_event_timestamp >= r.lo))
 ORDER BY f.key;
 
 -- name: earliest_event
--- The oldest catalogued event of a table's live files (NULL: none has statistics).
-SELECT min(min_event_timestamp) AS earliest FROM {schema}.files
-WHERE feature_table = %(table)s AND status <> 'deleted';
+-- The oldest catalogued event of a table's readable files (NULL when one has no statistics:
+-- its rows may be of any time).
+SELECT CASE WHEN bool_and(min_event_timestamp IS NOT NULL OR coalesce(row_count = 0, false))
+            THEN min(min_event_timestamp) END AS earliest
+FROM {schema}.files
+WHERE feature_table = %(table)s AND status IN ('pending', 'indexed');
