@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, fn in parts.items():
             best, median = _times(fn, args.repeats)
             print(f"  {name:52} {best:7.2f} {median:7.2f}")
+        _history_parallelism(index, query, lookup, uri)
         for name, text in (("the window's statement", statement), ("the anchor", exact)):
             if name == "the anchor":
                 text = f"SELECT driver_id, event_timestamp FROM {exact}"
@@ -100,6 +101,33 @@ def main(argv: list[str] | None = None) -> int:
             for (line,) in plan:
                 print(f"  {line}")
     return 0
+
+
+def _history_parallelism(index: Index, query, lookup, uri: str) -> None:
+    """The history as_of query of the concurrency item, alone, with and without parallel
+    workers: whether "one after another" already uses every core."""
+    import psycopg
+    from psycopg import sql
+
+    from fes_assets.core.storage.database import conninfo
+
+    as_of = datetime(LAST_DAY.year, 12, 31, 12, tzinfo=UTC)
+    values = {"start": None, "end": None, "as_of": as_of, "layout": lookup.layout}
+    bound = {k: sql.Literal(v) for k, v in values.items()}
+    statement = query._statement("as_of", lookup).format(**bound).as_string(None)
+    print("\nthe history as_of query alone (the concurrency item's query), s:")
+    with psycopg.connect(conninfo(index.url), autocommit=True) as conn:
+        for workers in ("2", "0"):
+            conn.execute(f"SET max_parallel_workers_per_gather = {workers}")
+            t0 = time.perf_counter()
+            rows = len(conn.execute(statement).fetchall())
+            seconds = time.perf_counter() - t0
+            plan = conn.execute(f"EXPLAIN (ANALYZE, COSTS OFF) {statement}").fetchall()
+            launched = [line for (line,) in plan if "Workers Launched" in line]
+            print(
+                f"  max_parallel_workers_per_gather {workers}: {seconds:6.2f} s, {rows:,} rows, "
+                f"{launched[0].strip() if launched else 'no parallel workers'}"
+            )
 
 
 if __name__ == "__main__":
