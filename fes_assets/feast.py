@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .core import settings
 from .core.catalogue import Catalog
@@ -58,6 +61,8 @@ def _feature_refs(features: Any) -> list[tuple[str, str]]:
                     "its join keys, which historical_features does not support"
                 )
             refs += [(p.name, f.name) for f in p.features]
+        if not refs:
+            raise QueryError(f"feature service {features.name!r} has no features")
         return refs
     if isinstance(features, str) or not isinstance(features, Sequence) or not features:
         raise QueryError("features must be a non-empty list of 'feature_view:feature' references")
@@ -171,6 +176,13 @@ def historical_features(
             "pass full_feature_names=True"
         )
     keys = views[0].join_keys
+    reserved = {*keys, "event_timestamp", "created_timestamp"}
+    taken = sorted(reserved.intersection(outputs))
+    if taken:
+        raise QueryError(
+            f"feature(s) {', '.join(taken)} would be named like a join key or timestamp column; "
+            "pass full_feature_names=True"
+        )
     if any(v.join_keys != keys for v in views):
         described = "; ".join(f"{v.name}: {', '.join(v.join_keys)}" for v in views)
         raise QueryError(f"the feature views must share their join keys ({described})")
@@ -178,7 +190,10 @@ def historical_features(
     catalog = Catalog(db)
     tables = {}
     for v in views:
-        spec = catalog.indexed_spec(v.name)
+        try:
+            spec = catalog.indexed_spec(v.name)
+        except psycopg.errors.UndefinedTable as e:
+            raise QueryError(f"no index in schema {db.schema!r} yet") from e
         if spec == {}:  # taken in before the index kept specs: the configured registry's
             configured = load_registry().feature_tables.get(v.name)
             spec = configured.spec() if configured else None
@@ -222,6 +237,20 @@ def historical_features(
     return HistoricalFeatures(compute)
 
 
+def _newest_by_row(entities: pa.Table, newest: pa.Table, keys: list[str]) -> np.ndarray:
+    """Per entity row, its id's newest indexed event in the view (microseconds), or -1 when
+    the index has no row of that id in the view."""
+    numbered = entities.select(keys).append_column(
+        "__row", pa.array(np.arange(entities.num_rows, dtype=np.int64))
+    )
+    joined = numbered.join(newest.select([*keys, "event_timestamp"]), keys, join_type="left outer")
+    out = np.full(entities.num_rows, -1, dtype=np.int64)
+    found = joined.filter(pc.is_valid(joined.column("event_timestamp")))
+    ts = found.column("event_timestamp").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+    out[found.column("__row").to_numpy()] = ts.to_numpy()
+    return out
+
+
 def _view_columns(
     v: _View,
     table: Any,
@@ -240,12 +269,56 @@ def _view_columns(
     )
     report = (lambda d, n: progress(v.name, d, n)) if progress else None
 
-    def read_rows(ranges: list, key: str, ids: pa.Array) -> pa.Table:
-        return read_feature_rows(catalog, objects, read, ranges, IdFilter(key, ids), report)
+    def reader(outside_only: bool):
+        def read_rows(ranges: list, key: str, ids: pa.Array) -> pa.Table:
+            return read_feature_rows(
+                catalog, objects, read, ranges, IdFilter(key, ids), report, outside_only
+            )
+
+        return read_rows
 
     earliest = catalog.earliest_event(v.name)
-    joined = join_looking_back(entities, v.join_keys, v.ttl, earliest, read_rows, v.outputs)
-    return {
-        name: column.cast(v.types[f]) if pa.types.is_null(column.type) and v.types[f] else column
-        for f, name, column in ((f, outputs[f], joined[outputs[f]]) for f in v.features)
-    }
+    # The view's newest indexed event per id is where most entity rows find their match (read
+    # with the first look), and an id the index has no row of can only have rows the index
+    # does not hold: before the partitions.
+    newest = _newest_by_row(
+        entities, EntityQuery(catalog.db).arrow(v.name, latest=True), v.join_keys
+    )
+    indexed = np.flatnonzero(newest >= 0)
+    outside = np.flatnonzero(newest < 0)
+    parts: list[tuple[np.ndarray, dict[str, pa.ChunkedArray]]] = []
+    if indexed.size:
+        found = join_looking_back(
+            entities.take(pa.array(indexed)),
+            v.join_keys,
+            v.ttl,
+            earliest,
+            reader(False),
+            v.outputs,
+            newest[indexed],
+        )
+        parts.append((indexed, found))
+    if outside.size and catalog.has_rows_outside(v.name):
+        found = join_looking_back(
+            entities.take(pa.array(outside)), v.join_keys, v.ttl, earliest, reader(True), v.outputs
+        )
+        parts.append((outside, found))
+    columns = {}
+    for f in v.features:
+        name = outputs[f]
+        values = [found[name] for _, found in parts]
+        typed = v.types[f] or next((c.type for c in values if not pa.types.is_null(c.type)), None)
+        # Rows of no part (ids the view has no row of) stay null.
+        column = pa.nulls(entities.num_rows, typed or pa.null())
+        if parts:
+            positions = np.full(entities.num_rows, -1, dtype=np.int64)
+            pieces = pa.concat_arrays(
+                [c.combine_chunks().cast(typed) if typed else c.combine_chunks() for c in values]
+            )
+            offset = 0
+            for rows, _ in parts:
+                positions[rows] = offset + np.arange(rows.size, dtype=np.int64)
+                offset += rows.size
+            column = pieces.take(pa.array(positions, mask=positions < 0))
+        columns[name] = pa.chunked_array([column])
+    return columns

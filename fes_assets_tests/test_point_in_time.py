@@ -84,7 +84,22 @@ def test_join_looking_back_equals_brute_force(seed):
         return picked
 
     earliest = min(rows.column("event_timestamp").to_pylist())
-    got = join_looking_back(entities, ["a", "b"], ttl, earliest, read_rows, ["value"])
+    newest = None
+    if seed % 2:  # as the index knows them: each id's newest row, of any time
+        last: dict = {}
+        for r in rows.to_pylist():
+            k = (r["a"], r["b"])
+            last[k] = max(last.get(k, r["event_timestamp"]), r["event_timestamp"])
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        newest = np.array(
+            [
+                (last[(e["a"], e["b"])] - epoch) // timedelta(microseconds=1)
+                if (e["a"], e["b"]) in last
+                else -1
+                for e in entities.to_pylist()
+            ]
+        )
+    got = join_looking_back(entities, ["a", "b"], ttl, earliest, read_rows, ["value"], newest)
     truth_rows = rows.to_pylist()
     for e, value in zip(entities.to_pylist(), got["value"].to_pylist(), strict=True):
         want = _brute(truth_rows, e["a"], e["b"], e["event_timestamp"], ttl)
@@ -119,3 +134,36 @@ def test_recent_matches_read_only_the_recent_past():
     got = join_looking_back(entities, ["a", "b"], None, T0, read_rows, ["value"])
     assert got["value"].to_pylist() == list(range(10_000, 10_006))
     assert len(looked) == 1 and looked[0][0][0] >= at - timedelta(days=1)
+
+
+def test_a_known_newest_row_bounds_the_look_back():
+    # One id's only rows are years old: told where its newest row is, the join reads it with
+    # its first look instead of walking the years span by span.
+    old = T0 + timedelta(days=400)
+    at = T0 + timedelta(days=3650)
+    rows = pa.table(
+        {
+            "a": pa.array([1, 1], pa.int64()),
+            "b": pa.array(["x", "x"]),
+            "event_timestamp": pa.array([old - timedelta(days=1), old], TS),
+            "created_timestamp": pa.array([None, None], TS),
+            "value": pa.array([5, 6], pa.int64()),
+        }
+    )
+    entities = pa.table(
+        {"a": pa.array([1], pa.int64()), "b": ["x"], "event_timestamp": pa.array([at], TS)}
+    )
+    looks: dict[str, int] = {}
+
+    def read_rows(ranges, key, ids):
+        looks["n"] = looks.get("n", 0) + 1
+        ts = rows.column("event_timestamp").to_pylist()
+        keep = [any(lo <= t <= hi for lo, hi in ranges) for t in ts]
+        return rows.filter(pa.array(keep, pa.bool_()))
+
+    newest = np.array([(old - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)])
+    bounded = join_looking_back(entities, ["a", "b"], None, T0, read_rows, ["value"], newest)
+    assert bounded["value"].to_pylist() == [6] and looks["n"] == 1
+    looks.clear()
+    walked = join_looking_back(entities, ["a", "b"], None, T0, read_rows, ["value"])
+    assert walked["value"].to_pylist() == [6] and looks["n"] > 2

@@ -37,14 +37,22 @@ def cmd_entities(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_table(table: pa.Table, output: str | None, fmt: str | None) -> None:
-    """CSV or parquet to `output` (format from its suffix unless given), or CSV to stdout."""
+def output_format(output: str | None, fmt: str | None) -> str:
+    """csv or parquet, from --format or the output's suffix; checked before any work."""
     fmt = fmt or (Path(output).suffix.lstrip(".") if output else "csv")
     if fmt not in ("csv", "parquet"):
         raise CommandError(f"unknown format {fmt!r}: use csv or parquet")
+    if fmt == "parquet" and not output:
+        raise CommandError("--format parquet needs -o FILE")
+    if output and not Path(output).resolve().parent.is_dir():
+        raise CommandError(f"no folder for {output}")
+    return fmt
+
+
+def write_table(table: pa.Table, output: str | None, fmt: str | None) -> None:
+    """CSV or parquet to `output` (format from its suffix unless given), or CSV to stdout."""
+    fmt = output_format(output, fmt)
     if fmt == "parquet":
-        if not output:
-            raise CommandError("--format parquet needs -o FILE")
         import pyarrow.parquet as pq
 
         pq.write_table(table, output)
@@ -64,6 +72,7 @@ def write_table(table: pa.Table, output: str | None, fmt: str | None) -> None:
 def cmd_features(args: argparse.Namespace) -> int:
     from .features import features_table
 
+    output_format(args.output, args.format)  # a bad -o fails before the answer is computed
     write_table(features_table(args), args.output, args.format)
     return 0
 

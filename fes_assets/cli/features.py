@@ -29,13 +29,16 @@ def features_table(args: argparse.Namespace) -> pa.Table:
     def progress(view: str, done: int, total: int) -> None:
         bar = bars.get(view)
         if bar is None:
-            bar = bars[view] = tqdm(
-                total=total, desc=view, unit="object", file=sys.stderr, leave=False
-            )
+            bar = bars[view] = tqdm(desc=view, unit="object", file=sys.stderr, leave=False)
+        if done == 1:  # each look further back is a read of its own
+            bar.reset(total=total)
         bar.update(done - bar.n)
 
     with inside(repo):
-        store = FeatureStore(repo_path=str(repo))
+        try:
+            store = FeatureStore(repo_path=str(repo))
+        except Exception as e:  # Feast's own errors for a repository it cannot load
+            raise CommandError(f"Feast cannot load {repo}: {e}") from e
         try:
             return historical_features(
                 store,

@@ -435,19 +435,27 @@ class Catalog:
         return rows[0]["spec"] or {}
 
     def files_overlapping(
-        self, feature_table: str, ranges: Sequence[tuple[datetime, datetime]]
+        self,
+        feature_table: str,
+        ranges: Sequence[tuple[datetime, datetime]],
+        outside_only: bool = False,
     ) -> list[IndexedObject]:
-        """Live files of `feature_table` whose rows may fall in one of `ranges` (both ends
-        included)."""
+        """Readable files of `feature_table` whose rows may fall in one of `ranges` (both ends
+        included); with `outside_only`, only those that may hold rows the index does not."""
         rows = self._run(
             "files_overlapping",
             {
                 "table": feature_table,
                 "los": [lo for lo, _ in ranges],
                 "his": [hi for _, hi in ranges],
+                "outside_only": outside_only,
             },
         )
         return [IndexedObject(r["bucket"], r["key"], r["etag"], r["size"]) for r in rows]
+
+    def has_rows_outside(self, feature_table: str) -> bool:
+        """Whether files of `feature_table` may hold rows from before the partitions."""
+        return bool(self._run("rows_outside", {"table": feature_table})[0]["found"])
 
     def earliest_event(self, feature_table: str) -> datetime | None:
         rows = self._run("earliest_event", {"table": feature_table})

@@ -12,9 +12,10 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .catalogue import Catalog, IndexedObject
-from .errors import BadObjectError
+from .errors import BadObjectError, FesError
 from .object_store import ObjectStore
 from .parquet import ARROW_TYPES, TS_TYPE, canonical_table, columns_for, read_footer
 from .point_in_time import micros
@@ -76,6 +77,10 @@ def _typed(raw: pa.ChunkedArray, want: pa.DataType | None, where: str) -> pa.Chu
         raw = raw.cast(raw.type.value_type)
     if want is None or raw.type == want:
         return raw
+    if pa.types.is_timestamp(raw.type) and pa.types.is_timestamp(want):
+        if raw.type.tz is None and want.tz is not None:
+            raw = raw.cast(pa.timestamp(raw.type.unit, tz=want.tz))  # naive means UTC
+        return raw.cast(want, safe=False)  # truncated to the unit, as event timestamps are
     try:
         return raw.cast(want, safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
@@ -121,6 +126,15 @@ def _read_object(
 ) -> pa.Table | None:
     """One object's rows, read from a single version of it: an object replaced while it was
     read is read again."""
+    try:
+        return _read_one_version(store, obj, read, ranges, ids)
+    except (BotoCoreError, ClientError) as e:  # credentials, permissions, the network
+        raise FesError(f"{obj.path}: the object store refused or failed: {e}") from e
+
+
+def _read_one_version(
+    store: ObjectStore, obj: IndexedObject, read: FeatureRead, ranges: _Ranges, ids: IdFilter | None
+) -> pa.Table | None:
     for _ in range(ATTEMPTS):
         before = store.head(obj.bucket, obj.key)
         if before is None:
@@ -150,11 +164,12 @@ def read_feature_rows(
     ranges: Ranges,
     ids: IdFilter | None = None,
     progress: Callable[[int, int], None] | None = None,
+    outside_only: bool = False,
 ) -> pa.Table:
     """The rows of `read.table` with times in `ranges` (and ids in `ids`): join keys,
     `event_timestamp`, `created_timestamp` and the feature columns under their output
     names."""
-    objects = catalog.files_overlapping(read.table.name, ranges) if ranges else []
+    objects = catalog.files_overlapping(read.table.name, ranges, outside_only) if ranges else []
     spans = _Ranges(ranges)
     tables = []
     with ThreadPoolExecutor(max_workers=READERS) as pool:

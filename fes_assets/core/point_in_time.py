@@ -124,11 +124,13 @@ def join_looking_back(
     earliest: datetime | None,
     read_rows: ReadRows,
     features: list[str],
+    newest: np.ndarray | None = None,
 ) -> dict[str, pa.ChunkedArray]:
     """Feature columns aligned with `entities`, reading only as far back as each entity row
     needs: first the day up to each row's time, then spans growing back (to the TTL and to
     `earliest`, the oldest row there is; None: unknown) for the rows still without a match,
-    for their ids only.
+    for their ids only. `newest` (microseconds, -1: unknown) is each row's id's newest
+    indexed time: the first look reads it too, and a match there is final.
 
     `read_rows(ranges, key, ids)` returns the rows with times in `ranges` (both ends included)
     whose `key` is one of `ids`. A match found in an entity row's own span is final: every
@@ -141,6 +143,10 @@ def join_looking_back(
         # Clamped first: a TTL of centuries would overflow the subtraction.
         floor = np.maximum(floor, ts - min(micros(ttl), int(ts.max()) - OLDEST))
     floor = np.minimum(floor, ts)
+    # The first look also reads each row's known newest row: if it is there, nothing between
+    # it and the day before the row's time can be newer (the index holds no row there).
+    probe = np.full(n, -1, dtype=np.int64) if newest is None else newest
+    probe = np.where((probe >= floor) & (probe <= ts), probe, -1)
     # The id filter goes on the key with the most distinct values: it narrows the read most.
     key = max(keys, key=lambda k: pc.count_distinct(entities.column(k)).as_py())
     upper = ts.copy()
@@ -149,17 +155,26 @@ def join_looking_back(
     found: list[pa.Table] = []
     where = np.full(n, -1, dtype=np.int64)  # entity row -> row of the kept matches
     kept = 0
+    first = True
     while pending.size:
         lower = np.maximum(floor[pending], upper[pending] - span)
+        accept = lower
+        los, his = lower, upper[pending]
+        if first and (probe >= 0).any():
+            known = probe[pending] >= 0
+            accept = np.where(known, np.minimum(lower, probe[pending]), lower)
+            los = np.concatenate([lower, probe[pending][known]])
+            his = np.concatenate([upper[pending], probe[pending][known]])
+        first = False
         wanted = entities.take(pa.array(pending))
-        rows = read_rows(merged_ranges(lower, upper[pending]), key, pc.unique(wanted.column(key)))
+        rows = read_rows(merged_ranges(los, his), key, pc.unique(wanted.column(key)))
         match = matching_rows(wanted, rows, keys, ttl)
         hit = match.is_valid().to_numpy(zero_copy_only=False)
         if hit.any():
             # A row read for another entity row's span may be older than this one's span,
             # whose newer rows are not all read yet: it is final only inside its own span.
             at = rows.column(TS).take(pc.drop_null(match))
-            hit[hit] = _micros_of(at) >= lower[hit]
+            hit[hit] = _micros_of(at) >= accept[hit]
             match = pc.if_else(pa.array(hit), match, pa.scalar(None, pa.int64()))
         if hit.any():
             found.append(rows.take(pc.drop_null(match)))

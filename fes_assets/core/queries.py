@@ -102,7 +102,8 @@ def distinct_rows(table: pa.Table) -> pa.Table:
         column = table.column(name)
         equal = pc.equal(column.slice(1), column.slice(0, len(column) - 1))
         same = equal if same is None else pc.and_(same, equal)
-    keep = pa.concat_arrays([pa.array([True]), pc.invert(same).combine_chunks()])
+    differs = pc.fill_null(pc.invert(same), True)  # a null is no proof of a duplicate
+    keep = pa.concat_arrays([pa.array([True]), differs.combine_chunks()])
     return table.filter(keep)
 
 

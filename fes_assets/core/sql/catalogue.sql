@@ -309,10 +309,12 @@ SELECT spec FROM {schema}.feature_tables WHERE name = %(name)s AND removed_at IS
 -- name: files_overlapping
 -- The readable files of a table (failed ones are not) whose catalogued rows may fall in one
 -- of the ranges [los[i], his[i]]: where the rows of an answer are. A file without timestamp
--- statistics may hold any.
+-- statistics may hold any. With `outside_only`, only the files holding rows the index does not
+-- (before the partitions) or that may (no statistics).
 SELECT f.bucket, f.key, f.etag, f.size
 FROM {schema}.files f
 WHERE f.feature_table = %(table)s AND f.status IN ('pending', 'indexed')
+  AND (NOT %(outside_only)s OR f.rows_before_start > 0 OR f.min_event_timestamp IS NULL)
   AND (f.min_event_timestamp IS NULL OR EXISTS (
       SELECT 1 FROM unnest(%(los)s::timestamptz[], %(his)s::timestamptz[]) AS r(lo, hi)
       WHERE f.min_event_timestamp <= r.hi AND f.max_event_timestamp >= r.lo))
@@ -323,5 +325,11 @@ ORDER BY f.key;
 -- its rows may be of any time).
 SELECT CASE WHEN bool_and(min_event_timestamp IS NOT NULL OR coalesce(row_count = 0, false))
             THEN min(min_event_timestamp) END AS earliest
+FROM {schema}.files
+WHERE feature_table = %(table)s AND status IN ('pending', 'indexed');
+
+-- name: rows_outside
+-- Whether a table's readable files may hold rows from before the partitions.
+SELECT coalesce(bool_or(rows_before_start > 0 OR min_event_timestamp IS NULL), false) AS found
 FROM {schema}.files
 WHERE feature_table = %(table)s AND status IN ('pending', 'indexed');
