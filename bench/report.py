@@ -82,8 +82,9 @@ def write(
     sections = {item: _section(out, mode, item, rows) for item, rows in by_item.items()}
     if replace_only and path.exists():
         head, kept = _split(path.read_text())
-        stamp = f"- measured again: {', '.join(by_item)} on {machine['date']}"
-        head = head.rstrip("\n") + "\n" + stamp + "\n"
+        label = f"- measured again: {', '.join(by_item)} on "
+        kept_lines = [line for line in head.rstrip("\n").split("\n") if not line.startswith(label)]
+        head = "\n".join(kept_lines) + "\n" + label + machine["date"] + "\n"
         merged = {**kept, **sections}
         body = [merged[k] for k in sorted(merged, key=_item_number)]
         text = head + "\n" + "\n".join(body)
