@@ -280,12 +280,13 @@ def _view_columns(
     earliest = catalog.earliest_event(v.name)
     # The view's newest indexed event per id is where most entity rows find their match (read
     # with the first look), and an id the index has no row of can only have rows the index
-    # does not hold: before the partitions.
-    newest = _newest_by_row(
-        entities, EntityQuery(catalog.db).arrow(v.name, latest=True), v.join_keys
-    )
-    indexed = np.flatnonzero(newest >= 0)
-    outside = np.flatnonzero(newest < 0)
+    # does not hold: before the partitions. Both hold only while latest is caught up with the
+    # history; otherwise every row looks back span by span.
+    known = EntityQuery(catalog.db).latest_if_caught_up(v.name)
+    everyone = np.arange(entities.num_rows, dtype=np.int64)
+    newest = None if known is None else _newest_by_row(entities, known, v.join_keys)
+    indexed = everyone if newest is None else np.flatnonzero(newest >= 0)
+    outside = everyone[:0] if newest is None else np.flatnonzero(newest < 0)
     parts: list[tuple[np.ndarray, dict[str, pa.ChunkedArray]]] = []
     if indexed.size:
         found = join_looking_back(
@@ -295,7 +296,7 @@ def _view_columns(
             earliest,
             reader(False),
             v.outputs,
-            newest[indexed],
+            None if newest is None else newest[indexed],
         )
         parts.append((indexed, found))
     if outside.size and catalog.has_rows_outside(v.name):

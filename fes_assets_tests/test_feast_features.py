@@ -301,3 +301,19 @@ def test_fes_features_writes_the_same_rows_and_names_what_it_cannot_answer(
         historical_features(store, ["driver_stats:nope"])
     assert fes(["features", "--repo", str(repo), "driver_ghost:x", "-o", str(out)]) == 2
     assert "driver_ghost" in capsys.readouterr().err
+
+
+def test_a_latest_behind_the_history_is_not_taken_for_where_rows_are(indexed):
+    # A new day indexed without latest's catch-up: driver 30 is new, driver 2 has only older
+    # trips. Latest (not caught up) would say driver 30 has no stats row at all.
+    lab, store, _, stats, trips = indexed
+    new = [
+        {"driver_id": 30, "event_timestamp": _at(3, 10), "created": _at(3, 10), "conv_rate": 0.5},
+        {"driver_id": 2, "event_timestamp": _at(3, 11), "created": _at(3, 11), "conv_rate": 0.25},
+    ]
+    lab.put("stats/day=3.parquet", _table(new, STATS_TYPES))
+    assert lab.materialize("driver_id", "2021-04-04", latest=False).success
+    stats = stats + new
+    answer = historical_features(store, REFS, _at(3, 0), _at(4, 0)).to_arrow()
+    _check(answer, {(30, _at(3, 10)), (2, _at(3, 11))}, stats, trips)
+    assert {r["driver_id"]: r["conv_rate"] for r in answer.to_pylist()} == {30: 0.5, 2: 0.25}

@@ -198,6 +198,23 @@ class EntityQuery:
             raise
         return bool(found and found[0]["exact"])
 
+    def latest_if_caught_up(self, feature_table: str) -> pa.Table | None:
+        """Each id's newest row, as `latest=True` gives them, when latest is caught up with
+        the history; None while changes wait for it (or the storage moved since the lookup)."""
+        lookup = self._lookup(feature_table)
+        try:
+            table = self._run(
+                "latest_if_caught_up", lookup, {"start": None, "end": None, "as_of": None}
+            )
+        except Exception as e:
+            if "does not exist" in str(e):
+                return None
+            raise
+        if not table.num_rows or not table.column("caught_up")[0].as_py():
+            return None
+        found = pc.is_valid(table.column("event_timestamp"))
+        return table.filter(found).drop_columns(["caught_up"])
+
     def arrow(
         self,
         feature_table: str,

@@ -22,6 +22,14 @@ GROUP BY {ids};
 -- name: latest_all
 SELECT {ids}, event_timestamp FROM {schema}.{latest_table} WHERE feature_table_id = {table_id};
 
+-- name: latest_if_caught_up
+-- Latest's rows of the table and, in the same snapshot, whether latest is caught up (nothing
+-- of the table waits in the change log); when it is not, one row of nulls, caught_up false.
+SELECT c.caught_up, {ids}, event_timestamp
+FROM (SELECT NOT EXISTS (SELECT 1 FROM {schema}.{changes} WHERE feature_table_id = {table_id})
+          AS caught_up) c
+LEFT JOIN {schema}.{latest_table} l ON c.caught_up AND l.feature_table_id = {table_id};
+
 -- name: as_of
 SELECT DISTINCT {ids}, {as_of}::timestamptz AS event_timestamp
 FROM {schema}.{rows}
