@@ -8,16 +8,14 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import sys
-import tempfile
 import threading
 import time
 import tracemalloc
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date, timedelta
-from pathlib import Path
 
-from bench.scale import LAST_DAY, STOCK, YEARS, Index, _first_day, _indexer
+from bench.scale import LAST_DAY, YEARS, Index, _first_day, _indexer, stock_servers, utf8_database
 
 
 def child(spec: dict) -> dict:
@@ -65,16 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
 
-    from bench.measures import Servers
-    from fes_assets.dev.embedded_servers import EmbeddedPostgres
-
-    servers = Servers()
-    servers.pg = EmbeddedPostgres(
-        Path(tempfile.mkdtemp(prefix="fes-bench-memory-pg-")) / "data", settings=STOCK
-    )
+    servers = stock_servers("memory")
     ctx = multiprocessing.get_context("spawn")
     with servers:
-        url = servers.pg.url()
+        url = utf8_database(servers)
         for years, rows in ((1, args.rows // YEARS), (YEARS, args.rows)):
             index = Index(servers, url, years, rows)
             spec = index.spec(_first_day(years), LAST_DAY)

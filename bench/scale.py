@@ -40,6 +40,29 @@ STOCK = {"max_connections": "100", "max_locks_per_transaction": "64"}
 NOTES = Path(__file__).with_name("notes-scale.md")
 
 
+def stock_servers(name: str, bin_dir: Path | None = None):
+    """The benchmark's servers, with PostgreSQL on a stock server's settings."""
+    from bench.measures import Servers
+    from fes_assets.dev.embedded_servers import EmbeddedPostgres
+
+    servers = Servers()
+    servers.pg = EmbeddedPostgres(
+        Path(tempfile.mkdtemp(prefix=f"fes-bench-{name}-pg-")) / "data",
+        settings=STOCK,
+        bin_dir=bin_dir,
+    )
+    return servers
+
+
+def utf8_database(servers) -> str:
+    """A `C.utf8` database (not C to the planner) on the servers; its URL."""
+    servers.psql(
+        "CREATE DATABASE scale TEMPLATE template0 ENCODING 'UTF8' "
+        "LC_COLLATE 'C.utf8' LC_CTYPE 'C.utf8'"
+    )
+    return servers.pg.url(database="scale")
+
+
 def _first_day(years: int) -> date:
     return date(LAST_DAY.year - years + 1, 1, 1)
 
@@ -404,17 +427,11 @@ def debian_postgres() -> tuple[Path | None, str]:
 def icu_reconcile() -> tuple[list[Result], str]:
     """Reconcile's database side in an ICU en-US database beside a C one, on Debian's
     PostgreSQL 15 with stock settings; the results and which server gave them."""
-    from bench.measures import Servers
-    from fes_assets.dev.embedded_servers import EmbeddedPostgres
-
     bin_dir, how = debian_postgres()
     if bin_dir is None:
         return [], f"ICU en-US not measured: {how}"
-    pg = EmbeddedPostgres(
-        Path(tempfile.mkdtemp(prefix="fes-bench-icu-pg-")) / "data", settings=STOCK, bin_dir=bin_dir
-    )
-    servers = Servers()
-    servers.pg = pg
+    servers = stock_servers("icu", bin_dir)
+    pg = servers.pg
     pg.start()
     try:
         servers.psql(
@@ -442,23 +459,13 @@ def main(argv: list[str] | None = None) -> int:
     def step(name: str) -> None:
         print(f"[{time.perf_counter() - started:7.1f}s] {name}", file=sys.stderr, flush=True)
 
-    from bench.measures import Servers
-    from fes_assets.dev.embedded_servers import EmbeddedPostgres
-
     results: list[Result] = []
-    servers = Servers()
-    servers.pg = EmbeddedPostgres(
-        Path(tempfile.mkdtemp(prefix="fes-bench-scale-pg-")) / "data", settings=STOCK
-    )
+    servers = stock_servers("scale")
     with servers:
-        servers.psql(
-            "CREATE DATABASE scale TEMPLATE template0 ENCODING 'UTF8' "
-            "LC_COLLATE 'C.utf8' LC_CTYPE 'C.utf8'"
-        )
+        url = utf8_database(servers)
         servers.psql(
             "CREATE DATABASE scale_c TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
         )
-        url = servers.pg.url(database="scale")
         step(f"data: {args.rows:,} rows over {YEARS} years, {args.rows // YEARS:,} over one")
         big = Index(servers, url, YEARS, args.rows)
         small = Index(servers, url, 1, args.rows // YEARS)

@@ -9,14 +9,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 from bench import data
-from bench.scale import LAST_DAY, STOCK, YEARS, Index
+from bench.scale import LAST_DAY, YEARS, Index, stock_servers, utf8_database
 
 
 def _times(fn, repeats: int) -> tuple[float, float]:
@@ -35,21 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
 
-    from bench.measures import Servers
     from fes_assets.core.queries import EntityQuery, _fetch_arrow, adbc_uri, to_instant
     from fes_assets.core.storage.database import IndexDb
-    from fes_assets.dev.embedded_servers import EmbeddedPostgres
 
-    servers = Servers()
-    servers.pg = EmbeddedPostgres(
-        Path(tempfile.mkdtemp(prefix="fes-bench-profile-pg-")) / "data", settings=STOCK
-    )
+    servers = stock_servers("profile")
     with servers:
-        servers.psql(
-            "CREATE DATABASE scale TEMPLATE template0 ENCODING 'UTF8' "
-            "LC_COLLATE 'C.utf8' LC_CTYPE 'C.utf8'"
-        )
-        url = servers.pg.url(database="scale")
+        url = utf8_database(servers)
         print(f"indexing {args.rows:,} rows over {YEARS} years", file=sys.stderr, flush=True)
         index = Index(servers, url, YEARS, args.rows)
         index.backfill()
